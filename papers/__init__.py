@@ -1,0 +1,1 @@
+"""Paper folders. Each `papers/<paper>/` is a package holding its models, specs and published tables."""

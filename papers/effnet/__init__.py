@@ -1,0 +1,2 @@
+TITLE = "EffNet: An Efficient Structure for Convolutional Neural Networks"
+ARXIV = "1801.06434"
