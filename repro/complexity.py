@@ -55,3 +55,73 @@ def count_complexity(model, input_size: int | tuple[int, int] = 224, in_channels
     with torch.no_grad(), counter:
         probe(x)
     return Complexity(count_params(model), counter.get_total_flops() // 2, tuple(input_size))
+
+
+def cell_complexity(table, cell) -> dict:
+    """Params and MACs as the paper counts them (its input size and class count) and as trained.
+
+    Cached on disk, keyed by the model's configuration and the source of the code that builds
+    it, so the report does not re-trace every model of every paper each time it renders.
+    """
+    key = _cache_key(table, cell)
+    cached = _cache_read(key)
+    if cached is not None:
+        return cached
+    from repro.spec.cells import build_model
+
+    paper_model = build_model(table, cell, num_classes=paper_num_classes(table), meta=True)
+    paper = count_complexity(paper_model, cell.complexity_input_size)
+    trained = count_complexity(build_model(table, cell, meta=True), cell.preset.data.image_size)
+    record = {
+        "params": paper.params, "mflops": paper.mflops, "input_size": cell.complexity_input_size,
+        "trained_params": trained.params, "trained_mflops": trained.mflops,
+        "trained_input_size": cell.preset.data.image_size, "rule": COUNTING_RULE,
+    }
+    _cache_write(key, record)
+    return record
+
+
+def _cache_dir():
+    import os
+    from pathlib import Path
+
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "repro" / "complexity"
+
+
+def _cache_key(table, cell) -> str:
+    import hashlib
+    import json
+    from pathlib import Path
+
+    sources = [Path(table.paper.models_module().__file__), *sorted(Path(__file__).parent.joinpath("nn").glob("*.py"))]
+    digest = hashlib.sha256()
+    for src in sources:
+        digest.update(src.read_bytes())
+    digest.update(json.dumps([cell.model, cell.args, cell.complexity_input_size, paper_num_classes(table),
+                              cell.preset.data.image_size, cell.preset.data.num_classes, COUNTING_RULE],
+                             sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:24]
+
+
+def _cache_read(key: str) -> dict | None:
+    import json
+
+    try:
+        return json.loads((_cache_dir() / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _cache_write(key: str, record: dict) -> None:
+    from repro.store import atomic_write_json
+
+    try:
+        atomic_write_json(_cache_dir() / f"{key}.json", record)
+    except OSError:
+        pass  # a read-only home only costs speed
+
+
+def paper_num_classes(table) -> int:
+    presets = table.paper.presets
+    name = table.spec.presets.get("paper", "paper")
+    return presets[name].data.num_classes if name in presets else 1000

@@ -39,6 +39,8 @@ def _in_ci() -> bool:
 
 
 class SlurmCluster:
+    FINISHED = FINISHED  # terminal job states, for wait_state
+
     def __init__(self, root: Path, env: dict[str, str], up_seconds: float) -> None:
         self.root = root
         self.conf = root / "slurm.conf"

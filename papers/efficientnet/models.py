@@ -142,7 +142,10 @@ class EfficientNet(nn.Module):
 def efficientnet(variant: str = "b0", num_classes: int = 1000, width: float | None = None,
                  depth: float | None = None, dropout: float | None = None, drop_path_rate: float = 0.2,
                  se_ratio: float = 0.25) -> EfficientNet:
-    """EfficientNet-B0..B7; `width`/`depth`/`dropout` override the variant's coefficients."""
+    """EfficientNet-B0..B7; `width`/`depth`/`dropout` override the variant's coefficients.
+
+    drop_path_rate 0.2 is the official release's default; the ICML text says "drop connect ratio 0.3".
+    """
     w, d, _, p = SCALING[variant]
     w, d = width or w, depth or d
     return EfficientNet(scaled_stages(w, d), round_channels(STEM_CHANNELS, w), round_channels(HEAD_CHANNELS, w),

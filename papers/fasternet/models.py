@@ -85,7 +85,7 @@ class PartialConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self.forward_mode
         if mode == "auto":
-            mode = "split_cat" if self.training or torch.is_grad_enabled() and x.requires_grad else "slicing"
+            mode = "split_cat" if self.training else "slicing"
         return self.forward_slicing(x) if mode == "slicing" else self.forward_split_cat(x)
 
 
@@ -129,7 +129,8 @@ class FasterNet(nn.Module):
         self.widths = [embed_dim * 2**i for i in range(len(depths))]
         self.patch_embed = ConvNorm(in_channels, embed_dim, 4, norm_layer)
         # Stochastic depth grows linearly with block index, from 0 to drop_path_rate.
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        n = sum(depths)  # (plain Python so that building on the meta device works)
+        rates = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]
         self.stages = nn.ModuleList()
         self.merges = nn.ModuleList()
         start = 0

@@ -15,7 +15,7 @@ Not errors, by design:
     and a training run should not stop for them; a box with no extent cannot be learned.
   * crowd annotations (iscrowd=1) are left out of the targets, as in torchvision's detection
     references; COCOeval still sees them through the json and treats them as "ignore".
-  * an annotation without segmentation gets its box as mask.
+  * an annotation without a usable segmentation gets its box as mask.
   * in the train split, images with no usable annotation are dropped (they give no gradient to
     the box heads); the val split keeps every image so evaluation covers the whole set.
 Images are decoded in `__getitem__`; a corrupt file raises DataError naming it.
@@ -50,15 +50,23 @@ def load_coco(json_path: Path) -> COCO:
         raise DataError(f"COCO annotation file {json_path} is missing; expected {LAYOUT}")
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(json_path))
+            coco = COCO(str(json_path))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AssertionError) as e:
         raise DataError(f"COCO annotation file {json_path} is not valid COCO json ({type(e).__name__}: {e})") from None
+    missing = [k for k in ("images", "annotations", "categories") if k not in coco.dataset]
+    if missing:
+        raise DataError(f"COCO annotation file {json_path} lacks {', '.join(missing)}; is it an instances_*.json?")
+    return coco
 
 
-def ann_to_mask(segmentation, height: int, width: int) -> np.ndarray:
-    """Polygon list, uncompressed RLE or compressed RLE -> (H, W) uint8 mask."""
+def ann_to_mask(segmentation, height: int, width: int) -> np.ndarray | None:
+    """Polygon list, uncompressed RLE or compressed RLE -> (H, W) uint8 mask (None: no usable polygon)."""
     if isinstance(segmentation, list):  # polygons: one object may have several parts
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+        # Parts with < 3 points are dropped: pycocotools would read a 4-number part as a box.
+        parts = [p for p in segmentation if len(p) >= 6 and len(p) % 2 == 0]
+        if not parts:
+            return None
+        rle = mask_utils.merge(mask_utils.frPyObjects(parts, height, width))
     elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE (crowd-style)
         rle = mask_utils.frPyObjects(segmentation, height, width)
     else:
@@ -85,6 +93,12 @@ class CocoDetection(torch.utils.data.Dataset):
         self.num_classes = len(self.cat_ids)
 
         images = [self.coco.imgs[i] for i in sorted(self.coco.imgs)]
+        if not images:
+            raise DataError(f"{json_path} lists no images; expected {LAYOUT}")
+        unknown = [a["id"] for a in self.coco.anns.values() if a["category_id"] not in self.cat_id_to_label]
+        if unknown:
+            raise DataError(f"{len(unknown)} annotations in {json_path} have a category_id missing from "
+                            f"its categories (first: annotation {unknown[0]})")
         # One listdir instead of 118k stat calls; names with a subfolder fall back to a stat.
         on_disk = set(os.listdir(image_dir))
         missing = [im["file_name"] for im in images
@@ -138,8 +152,9 @@ class CocoDetection(torch.utils.data.Dataset):
         anns = self.annotations[info["id"]]
         masks = np.zeros((len(anns), h, w), dtype=np.uint8)
         for i, ann in enumerate(anns):
-            if ann.get("segmentation"):
-                masks[i] = ann_to_mask(ann["segmentation"], h, w)
+            mask = ann_to_mask(ann["segmentation"], h, w) if ann.get("segmentation") else None
+            if mask is not None:
+                masks[i] = mask
             else:
                 x1, y1, x2, y2 = ann["box_xyxy"]
                 masks[i, int(y1):int(np.ceil(y2)), int(x1):int(np.ceil(x2))] = 1

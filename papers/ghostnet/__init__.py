@@ -1,0 +1,2 @@
+TITLE = "GhostNet: More Features from Cheap Operations"
+ARXIV = "1911.11907"

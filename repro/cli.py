@@ -1,0 +1,301 @@
+"""`repro`: the command line. Thin: parse, call the framework, print. Heavy imports are lazy.
+
+Every user error is one line on stderr (`repro: ...`) and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from repro.errors import ConfigError, ReproError
+
+DEFAULT_REPORT = "REPORT.md"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _store(args):
+    from repro.store import Store
+
+    return Store(args.store)
+
+
+# ------------------------------------------------------------------ commands
+def cmd_list(args) -> int:
+    from repro.spec.load import list_papers
+
+    for paper in list_papers():
+        pub = paper.published
+        print(f"{paper.name}  ({pub.paper}, arXiv {pub.arxiv}{pub.version or ''})")
+        presets = [name + (" (proxy)" if preset.proxy else "") for name, preset in paper.presets.items()]
+        print(f"  presets: {', '.join(presets)}")
+        for name in paper.table_names():
+            print(f"  papers/{paper.name}/{name}")
+    return 0
+
+
+def _parse_set(items: list[str] | None) -> dict:
+    import yaml
+
+    overrides = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=0.1")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _cells(args):
+    from repro.spec import expand_cells, load_table
+
+    table = load_table(args.table)
+    cells = expand_cells(table, args.preset, seeds=args.seeds, overrides=_parse_set(getattr(args, "set", None)))
+    only = getattr(args, "only", None)
+    if only:
+        wanted = []
+        for pattern in only:
+            row, sep, col = pattern.partition("|")
+            if not sep:
+                raise ConfigError(f"--only {pattern!r}: expected ROW|COLUMN (either may be *), e.g. --only '1x|g=3'")
+            wanted.append((row.strip(), col.strip()))
+        cells = [c for c in cells if any(r in ("*", c.row) and k in ("*", c.column) for r, k in wanted)]
+        if not cells:
+            raise ConfigError(f"--only {' '.join(only)} matches no cell of {table.id}; see `repro run {args.table} --dry-run`")
+    return table, cells
+
+
+def cmd_run(args) -> int:
+    from repro.launch import plan
+
+    if args.launcher == "local" and args.nodes > 1:
+        raise ConfigError("--nodes > 1 needs a cluster launcher: add --launcher slurm")
+    table, cells = _cells(args)
+    store = _store(args)
+    todo = plan(cells, store)
+    if args.dry_run:
+        return _print_plan(table, cells, store, todo)
+    store.check_writable()
+    _check_devices(args)
+    _check_buildable(table, todo.todo)
+    print(f"{table.id} [{args.preset}]: {todo.summary()}; store {store.root}", file=sys.stderr)
+    if args.launcher == "local":
+        from repro.launch.local import run_local
+        from repro.train.run import RunOptions
+
+        opts = RunOptions(store=store, data_root=args.data_root, wandb_mode=args.wandb,
+                          accelerator="gpu" if args.gpus else "cpu", devices=args.gpus or args.cpus or 1,
+                          num_nodes=args.nodes)
+        run_local(table, todo.todo, opts, progress=not args.no_progress)
+    else:
+        from repro.launch import launch_remote
+
+        return launch_remote(args, table, todo, store)
+    if not args.no_report:
+        from repro.report.render import write_report
+
+        write_report(store, Path(args.report))
+    _print_table(table, cells, store)
+    return 0
+
+
+def _check_devices(args) -> None:
+    if args.gpus:
+        import torch
+
+        if args.launcher == "local" and not torch.cuda.is_available():
+            raise ConfigError(f"--gpus {args.gpus} asked for, but this machine has no CUDA GPU; drop --gpus to train on CPU")
+        if args.launcher == "local" and torch.cuda.device_count() < args.gpus:
+            raise ConfigError(f"--gpus {args.gpus} asked for, but this machine has {torch.cuda.device_count()}")
+
+
+def _check_buildable(table, cells) -> None:
+    """Build every model on the meta device first, so a bad argument fails before any training."""
+    from repro.spec.cells import build_model
+
+    seen = set()
+    for cell in cells:
+        key = (cell.model, json.dumps(cell.args, sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            build_model(table, cell, meta=True)
+
+
+def _print_plan(table, cells, store, todo) -> int:
+    status = {c.id: "run" for c in todo.todo} | {c.id: "done" for c in todo.done} | {c.id: "in flight" for c in todo.in_flight}
+    print(f"{table.id}: {len(cells)} cells; {todo.summary()}")
+    for c in cells:
+        what = status.get(c.id) if c.runnable else ("not in this suite" if c.model is None else f"skip: {c.skip}")
+        print(f"  {c.id}  {c.row:>24} | {c.column:<12} seed {c.seed}  {c.model or '-'} {json.dumps(c.args) if c.model else ''}  -> {what}")
+    return 0
+
+
+def _print_table(table, cells, store) -> None:
+    metric = table.spec.metric.name
+    print(f"\n{table.id}: {table.spec.title} ({metric}, {table.spec.metric.better} is better)")
+    print(f"{'row':>24} | {'column':<12} | {'paper':>6} | {'ours':>6} | preset")
+    for c in cells:
+        result = store.result(c.id) if c.runnable else None
+        ours = f"{result['metrics'].get(metric, float('nan')):6.1f}" if result else "     -"
+        pub = f"{c.published:6.1f}" if c.published is not None else "     -"
+        tag = f"{c.preset_name}{' (proxy: not comparable)' if c.preset.proxy else ''}" if result else ""
+        print(f"{c.row:>24} | {c.column:<12} | {pub} | {ours} | {tag}")
+
+
+def cmd_report(args) -> int:
+    from repro.report.render import write_report
+
+    report = write_report(_store(args), Path(args.out), tables=args.tables or None)
+    print(f"wrote {args.out} and {Path(args.out).parent / 'report.json'} ({len(report['tables'])} tables)")
+    return 0
+
+
+def cmd_complexity(args) -> int:
+    from repro.complexity import COUNTING_RULE, cell_complexity
+    from repro.spec import expand_cells, load_table
+
+    table = load_table(args.table)
+    rows = []
+    for cell in expand_cells(table, "paper"):
+        rec = {"cell_id": cell.id, "row": cell.row, "column": cell.column, "model": cell.model, "args": cell.args,
+               "published_mflops": cell.published_complexity}
+        if cell.runnable:
+            c = cell_complexity(table, cell)
+            rec.update(params=c["params"], mflops=round(c["mflops"], 3), input_size=c["input_size"])
+        else:
+            rec["skip"] = cell.skip or "not in this suite"
+        rows.append(rec)
+    if args.json:
+        for rec in rows:
+            print(json.dumps(rec))
+        return 0
+    print(f"{table.id}: {COUNTING_RULE}")
+    for r in rows:
+        print(f"{r['row']:>24} | {r['column']:<12} | params {r.get('params', 0) / 1e6:7.3f}M | "
+              f"{r.get('mflops', float('nan')):9.2f} MFLOPs | paper {r['published_mflops']}")
+    return 0
+
+
+def cmd_published(args) -> int:
+    from repro.spec.load import list_papers, resolve_table
+    from repro.spec.published import published_records
+
+    ref = args.ref.strip().rstrip("/")
+    parts = Path(ref.removesuffix(".yaml")).parts
+    papers = {p.name: p for p in list_papers()}
+    if parts and parts[-1] in papers:
+        records = published_records(papers[parts[-1]])
+    else:
+        paper, name = resolve_table(ref)
+        from repro.spec.load import load_table
+
+        records = published_records(paper, load_table(ref).spec.table)
+    if args.json:
+        for rec in records:
+            print(json.dumps(rec))
+    else:
+        for r in records:
+            print(f"{r['paper']} {r['table']} | {r['row_label']} | {r['column_label']}: {r['value']} {r['unit']}  [{r['source']}]")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from repro.launch.status import print_status
+
+    table, cells = _cells(args)
+    return print_status(table, cells, _store(args))
+
+
+# ------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="repro", description="Reproduce the tables of efficient-CNN papers.")
+    p.add_argument("--version", action="version", version="repro 0.1.0")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_store(sp):
+        sp.add_argument("--store", default=None, help="results store directory (default: $REPRO_STORE or ./runs)")
+
+    sp = sub.add_parser("list", help="papers, tables and presets")
+    sp.set_defaults(func=cmd_list)
+
+    sp = sub.add_parser("run", help="run the cells of a table and refresh the report")
+    sp.add_argument("table", help="table path, e.g. papers/shufflenet/table2")
+    sp.add_argument("--preset", default="paper", help="preset from the paper's presets.yaml (paper, proxy, test)")
+    sp.add_argument("--seeds", type=_positive_int, default=1, help="seeds per cell (default 1)")
+    sp.add_argument("--dry-run", action="store_true", help="print the cells and what would run, run nothing")
+    sp.add_argument("--only", action="append", metavar="ROW|COLUMN", help="run only matching cells (repeatable; * matches any)")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a preset field, e.g. --set train.lr=0.1 (changes the cells' ids: a new run)")
+    sp.add_argument("--data-root", default=os.environ.get("REPRO_DATA_ROOT"), help="folder holding <dataset>/ (or $REPRO_DATA_ROOT)")
+    sp.add_argument("--launcher", choices=["local", "ray", "slurm"], default="local")
+    sp.add_argument("--gpus", type=_positive_int, default=None, help="GPUs per node (Lightning DDP when > 1)")
+    sp.add_argument("--cpus", type=_positive_int, default=None, help="CPU processes per node for DDP on CPU (gloo)")
+    sp.add_argument("--nodes", type=_positive_int, default=1, help="nodes per run (cluster launchers)")
+    sp.add_argument("--partition", default=None, help="SLURM partition")
+    sp.add_argument("--account", default=None, help="SLURM account")
+    sp.add_argument("--time", default="24:00:00", help="SLURM time limit per job")
+    sp.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
+    sp.add_argument("--wandb", choices=["auto", "online", "offline", "off"], default=None,
+                    help="W&B mirror (default auto: online when logged in, else offline)")
+    sp.add_argument("--report", default=DEFAULT_REPORT, help="report file to refresh (default REPORT.md)")
+    sp.add_argument("--no-report", action="store_true", help="do not refresh the report")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_store(sp)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("status", help="state of each cell of a table: pending / running / done / failed")
+    sp.add_argument("table")
+    sp.add_argument("--preset", default="paper")
+    sp.add_argument("--seeds", type=_positive_int, default=1)
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="the same overrides as the run")
+    add_store(sp)
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("report", help="render REPORT.md and report.json from the store")
+    sp.add_argument("--out", default=DEFAULT_REPORT)
+    sp.add_argument("--tables", nargs="*", help="only these tables (paper/table)")
+    add_store(sp)
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("complexity", help="params and MFLOPs (multiply-adds) of every cell of a table")
+    sp.add_argument("table")
+    sp.add_argument("--json", action="store_true", help="one JSON object per cell")
+    sp.set_defaults(func=cmd_complexity)
+
+    sp = sub.add_parser("published", help="the published numbers of a paper or table, with sources")
+    sp.add_argument("ref", help="papers/<paper> or papers/<paper>/<table>")
+    sp.add_argument("--json", action="store_true", help="one JSON record per number")
+    sp.set_defaults(func=cmd_published)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ReproError as exc:
+        # An error raised in a DataLoader worker comes back wrapped in a worker traceback; the
+        # user's message is its last line.
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        print(f"repro: {lines[-1] if lines else type(exc).__name__}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("repro: interrupted; completed cells are kept, re-run to resume the rest", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Run cells one after another in this process, with one progress bar for the table."""
+
+from __future__ import annotations
+
+import sys
+
+from repro.spec.cells import Cell
+from repro.spec.load import Table
+from repro.train.run import RunOptions, run_cell
+
+
+def run_local(table: Table, cells: list[Cell], opts: RunOptions, progress: bool = True) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    results = []
+    bar = tqdm(total=len(cells), desc=table.id, unit="cell", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    store = opts.store
+    for cell in cells:
+        bar.set_postfix_str(f"{cell.row} | {cell.column} (seed {cell.seed}) starting")
+
+        def report(step, total, loss, cell=cell):
+            bar.set_postfix_str(f"{cell.row} | {cell.column} step {step}/{total}" + (f" loss {loss:.3f}" if loss is not None else ""))
+            if step % 20 == 0:
+                store.set_state(cell.id, "running", step=step)
+
+        opts.progress = report
+        results.append(run_cell(table, cell, opts))
+        bar.update(1)
+    bar.close()
+    return results

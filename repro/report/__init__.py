@@ -1,0 +1,1 @@
+"""Render REPORT.md and report.json from the results store and the table specs."""

@@ -1,0 +1,188 @@
+"""Expand a table spec into cells, and give each cell a content-addressed identity.
+
+A cell's id hashes what determines its result: the model builder and its fully resolved
+arguments (defaults filled in), the preset's data and training recipe, and the seed. So Table 2's
+(1x, g=3) and Table 3's (1x (g=3), shuffle) are one run, and a requeued job finds its folder again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from repro.errors import ConfigError, SpecError
+from repro.spec.load import Table
+from repro.spec.schema import Preset
+
+INHERIT = "__inherit__"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class Cell:
+    table_id: str
+    row: str
+    column: str
+    label: str
+    model: str | None
+    args: dict
+    preset_name: str
+    preset: Preset
+    seed: int
+    published: float | None
+    published_note: str = ""
+    published_complexity: float | None = None
+    complexity_input_size: int = 224
+    skip: str | None = None
+    init_from: str | None = None
+    paper: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def runnable(self) -> bool:
+        return self.model is not None and self.skip is None
+
+    def identity(self) -> dict:
+        return {
+            "paper": self.paper,
+            "model": self.model,
+            "args": self.args,
+            "data": self.preset.data.model_dump(),
+            "train": self.preset.train.model_dump(),
+            "seed": self.seed,
+            "init_from": self.init_from,
+        }
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()[:16]
+
+    @property
+    def group_key(self) -> str:
+        """Same as `id` but blind to the seed: the runs that are seeds of one cell share it."""
+        ident = {k: v for k, v in self.identity().items() if k != "seed"}
+        return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:16]
+
+    def resolved_config(self) -> dict:
+        """What is written to the run folder and W&B: identity plus where the cell came from."""
+        return {
+            **self.identity(),
+            "cell_id": self.id,
+            "group_key": self.group_key,
+            "table": self.table_id,
+            "row": self.row,
+            "column": self.column,
+            "preset": self.preset_name,
+            "proxy": self.preset.proxy,
+        }
+
+
+def builder_for(table: Table, model: str):
+    models = getattr(table.paper.models_module(), "MODELS", {})
+    if model not in models:
+        raise SpecError(f"{table.path}: unknown model {model!r}; {table.paper.name} defines: {', '.join(sorted(models))}")
+    return models[model]
+
+
+def resolve_args(table: Table, model: str, args: dict) -> dict:
+    """Fill the builder's defaults in, so equal configurations hash equally; reject unknown keys."""
+    params = inspect.signature(builder_for(table, model)).parameters
+    unknown = set(args) - set(params)
+    if unknown:
+        accepted = ", ".join(p for p in params if p != "num_classes")
+        raise SpecError(f"{table.path}: model {model!r} has no argument(s) {sorted(unknown)}; accepted: {accepted}")
+    resolved = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    resolved.update(args)
+    resolved.pop("num_classes", None)  # set by the preset's data, hashed through it
+    return resolved
+
+
+def apply_overrides(preset: Preset, overrides: dict[str, Any]) -> Preset:
+    """`{"train.lr": 0.1, "data.train_size": 512}` on top of a preset, validated like the file."""
+    from pydantic import ValidationError
+
+    body = preset.model_dump()
+    for key, value in overrides.items():
+        section, _, field_name = key.partition(".")
+        if section not in ("train", "data") or not field_name:
+            raise ConfigError(f"--set {key}: expected train.<field> or data.<field>, e.g. train.lr=0.1")
+        if section == "train" and field_name not in body["train"]:
+            raise ConfigError(f"--set {key}: the recipe has no field {field_name!r}; fields: {', '.join(body['train'])}")
+        body[section][field_name] = value
+        if field_name == "max_steps":
+            body[section]["max_epochs"] = None
+        elif field_name == "max_epochs":
+            body[section]["max_steps"] = None
+    try:
+        return Preset.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"--set: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_offset: int = 0,
+                 overrides: dict[str, Any] | None = None) -> list[Cell]:
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    spec = table.spec
+    resolved_name, preset = table.paper.preset(preset_name, spec)
+    if overrides:
+        preset = apply_overrides(preset, overrides)
+    published = table.paper.published.tables[spec.table]
+    notes = {(n.row, n.column): n.note for n in published.notes}
+    overrides = {(c.row, c.column): c for c in spec.cells}
+    cells = []
+    for row in spec.rows:
+        for col in spec.columns:
+            over = overrides.get((row.id, col.id))
+            # Args merge table < row < column < cell; a level that names another model starts
+            # its args afresh (the table's args belong to the table's model).
+            model, args = spec.model, dict(spec.args)
+            for level in (row, col, over):
+                if level is None:
+                    continue
+                if level.model != INHERIT:
+                    model, args = level.model, {}
+                args.update(level.args)
+            skip = (over.skip if over else None) or row.skip or col.skip
+            values = published.rows[row.id].values
+            complexity = None
+            if spec.complexity and spec.complexity.column:
+                complexity = values.get(spec.complexity.column)
+            resolved = resolve_args(table, model, args) if model else args
+            label = f"{published.rows[row.id].label} / {published.columns[col.id].label}"
+            for seed in range(seed_offset, seed_offset + seeds):
+                cells.append(Cell(
+                    table_id=table.id, row=row.id, column=col.id, label=label,
+                    model=model, args=resolved, preset_name=resolved_name, preset=preset, seed=seed,
+                    published=values.get(col.id),
+                    published_note=notes.get((row.id, col.id)) or notes.get((row.id, None)) or "",
+                    published_complexity=complexity,
+                    complexity_input_size=row.input_size or (spec.complexity.input_size if spec.complexity else 224),
+                    skip=skip, init_from=over.init_from if over else None, paper=table.paper.name,
+                ))
+    return cells
+
+
+def build_model(table: Table, cell: Cell, num_classes: int | None = None, meta: bool = False):
+    """The cell's nn.Module; a bad argument value becomes a one-line ConfigError.
+
+    `meta=True` builds it without allocating weights: enough for shapes, params and MACs.
+    """
+    import contextlib
+
+    import torch
+
+    builder = builder_for(table, cell.model)
+    num_classes = num_classes or cell.preset.data.num_classes
+    try:
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            return builder(**cell.args, num_classes=num_classes)
+    except (ValueError, AssertionError, TypeError) as exc:
+        raise ConfigError(f"{table.id} cell ({cell.row}, {cell.column}): cannot build {cell.model}: {exc}") from None

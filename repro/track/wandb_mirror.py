@@ -1,0 +1,84 @@
+"""Every run is a W&B run: group = table, tags = paper/preset/cell, config = resolved config.
+
+Mode `auto` (the default) is online only when the user is logged in (WANDB_API_KEY or a netrc
+entry for the W&B host) and offline otherwise, so nobody needs an account and nothing waits on a
+network that is not there. Offline runs stay under the run folder (`<run>/wandb/`) and can be
+uploaded later with `wandb sync <run>/wandb/offline-run-*`. `off` disables the mirror.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import warnings
+from pathlib import Path
+
+MODES = ("auto", "online", "offline", "off")
+PROJECT_ENV = "WANDB_PROJECT"
+# Keys whose values must never reach a config, log or report.
+SECRET_MARKERS = ("key", "token", "secret", "password")
+
+
+def logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1]
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_mode(mode: str | None) -> str:
+    mode = (mode or os.environ.get("REPRO_WANDB") or "auto").lower()
+    if mode not in MODES:
+        from repro.errors import ConfigError
+
+        raise ConfigError(f"unknown W&B mode {mode!r}; choose one of {', '.join(MODES)}")
+    if os.environ.get("WANDB_MODE") in ("disabled", "offline", "online") and mode == "auto":
+        return {"disabled": "off"}.get(os.environ["WANDB_MODE"], os.environ["WANDB_MODE"])
+    if mode == "auto":
+        return "online" if logged_in() else "offline"
+    return mode
+
+
+def scrub(config: dict) -> dict:
+    """Drop anything that looks like a credential before it is written anywhere."""
+    clean = {}
+    for k, v in config.items():
+        if any(m in str(k).lower() for m in SECRET_MARKERS):
+            continue
+        clean[k] = scrub(v) if isinstance(v, dict) else v
+    return clean
+
+
+def make_logger(cell, run_dir: Path, mode: str | None = None):
+    """A Lightning WandbLogger for the cell, or None when the mirror is off or W&B fails to start."""
+    mode = resolve_mode(mode)
+    if mode == "off":
+        return None
+    from pytorch_lightning.loggers import WandbLogger
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        import wandb
+
+        settings = wandb.Settings(init_timeout=30, silent=True, console="off")
+        return WandbLogger(
+            project=os.environ.get(PROJECT_ENV, "repro"),
+            group=cell.table_id,
+            name=f"{cell.table_id}:{cell.row}|{cell.column}:s{cell.seed}",
+            id=cell.id,  # stable: a requeued or resumed run continues the same W&B run
+            resume="allow",
+            save_dir=str(run_dir),
+            tags=[cell.paper, cell.preset_name, f"cell:{cell.id}"],
+            config=scrub(cell.resolved_config()),
+            mode=mode,
+            settings=settings,
+        )
+    except Exception as exc:  # W&B trouble must never cost a result
+        warnings.warn(
+            f"W&B could not start ({exc}); training goes on and results land in the store. "
+            f"Later: `wandb sync {run_dir}/wandb` or `repro sync`."
+        )
+        return None

@@ -1,0 +1,77 @@
+"""The spine end to end through the CLI: run a table, re-run it, kill a run and resume it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def results(store):
+    return {p.parent.name: json.loads(p.read_text()) for p in store.glob("*/result.json")}
+
+
+def test_table2_test_preset_end_to_end_then_rerun_trains_nothing(cli, tmp_path):
+    store, report = tmp_path / "store", tmp_path / "out" / "REPORT.md"
+    out = cli("run", "papers/shufflenet/table2", "--preset", "test", "--store", str(store), "--report", str(report), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    found = results(store)
+    assert len(found) == 15
+    for r in found.values():
+        assert r["preset"] == "test" and r["proxy"] is True and r["data"]["name"] == "synthetic"
+        assert r["steps"] == 6 and 0.0 <= r["metrics"]["top1_err"] <= 100.0
+        assert r["git_commit"] and r["hardware"]["torch"] == torch.__version__
+        assert r["complexity"]["input_size"] == 224 and r["complexity"]["mflops"] > 10
+    # The printed table puts the paper's numbers beside ours.
+    assert "33.6" in out.stdout and "test (proxy: not comparable)" in out.stdout
+    text = report.read_text()
+    assert "## shufflenet/table2" in text and "Proxy preset `test`" in text
+    assert "reproduced" not in text.split("## shufflenet/table2")[1].split("Proxy preset")[0].replace("not reproduced", "")
+    assert (report.parent / "report.json").exists()
+
+    mtimes = {p: p.stat().st_mtime_ns for p in store.glob("*/result.json")}
+    again = cli("run", "papers/shufflenet/table2", "--preset", "test", "--store", str(store), "--report", str(report), "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert "0 to run, 15 done" in again.stderr
+    assert mtimes == {p: p.stat().st_mtime_ns for p in store.glob("*/result.json")}
+
+
+def test_killed_run_resumes_from_its_checkpoint(cli, tmp_path):
+    store = tmp_path / "store"
+    args = ["run", "papers/shufflenet/table2", "--preset", "test", "--only", "0.25x|g=8", "--set", "train.max_steps=60",
+            "--set", "train.checkpoint_every_steps=4", "--store", str(store), "--no-report", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "repro", *args], cwd=REPO, env=os.environ.copy(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    ckpts = []
+    while time.time() < deadline and not ckpts:
+        ckpts = list(store.glob("*/checkpoints/last.ckpt"))
+        time.sleep(0.2)
+    assert ckpts, "no checkpoint appeared"
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_dir = ckpts[0].parent.parent
+    if (run_dir / "result.json").exists():
+        pytest.skip("the run finished before it could be killed")
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["status"] == "running"
+    saved = torch.load(ckpts[0], map_location="cpu", weights_only=True)
+    assert saved["global_step"] >= 4
+
+    out = cli(*args)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["steps"] == 60
+    assert result["resumed_from_step"] >= 4 and result["resumed_from_step"] % 4 == 0
+    assert not list(run_dir.glob("checkpoints/.*.tmp"))
