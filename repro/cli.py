@@ -218,6 +218,30 @@ def cmd_status(args) -> int:
     return print_status(table, cells, _store(args))
 
 
+def cmd_sweep(args) -> int:
+    from repro.launch.sweep import run_sweep
+
+    return run_sweep(args)
+
+
+def cmd_bench(args) -> int:
+    from repro.bench import run_bench
+
+    return run_bench(args)
+
+
+def cmd_collect(args) -> int:
+    from repro.track.collect import collect
+
+    return collect(args)
+
+
+def cmd_sync(args) -> int:
+    from repro.track.collect import sync
+
+    return sync(args)
+
+
 # ------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="repro", description="Reproduce the tables of efficient-CNN papers.")
@@ -273,6 +297,38 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("table")
     sp.add_argument("--json", action="store_true", help="one JSON object per cell")
     sp.set_defaults(func=cmd_complexity)
+
+    sp = sub.add_parser("sweep", help="a Ray Tune search over a cell's recipe (sweeps/<name>.yaml)")
+    sp.add_argument("spec", help="sweep spec, e.g. sweeps/shufflenet_proxy_lr.yaml")
+    sp.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
+    sp.add_argument("--num-samples", type=_positive_int, default=None, help="override the spec's trial budget")
+    sp.add_argument("--cpus", type=_positive_int, default=None, help="CPUs for a local Ray cluster")
+    sp.add_argument("--wandb", choices=["auto", "online", "offline", "off"], default=None)
+    add_store(sp)
+    sp.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("bench", help="training/inference throughput and latency per model; results to files")
+    sp.add_argument("target", help="a table path (papers/<paper>/<table>) or a model name (paper:model)")
+    sp.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    sp.add_argument("--batch", type=_positive_int, default=None)
+    sp.add_argument("--threads", type=_positive_int, default=None)
+    sp.add_argument("--vs", choices=["timm"], default=None, help="time the same architecture from timm side by side")
+    sp.add_argument("--fast", action="store_true", help="the fast path: channels_last, fused BN, bf16/compile on GPU")
+    sp.add_argument("--out", default=None, help="results file (default <store>/bench/<target>-<device>.json)")
+    add_store(sp)
+    sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("collect", help="pull finished runs from W&B into the store")
+    sp.add_argument("--entity", default=None)
+    sp.add_argument("--project", default="repro")
+    sp.add_argument("--group", default=None, help="only runs of this group (a table id, e.g. shufflenet/table2)")
+    add_store(sp)
+    sp.set_defaults(func=cmd_collect)
+
+    sp = sub.add_parser("sync", help="upload offline W&B runs of the store (wraps `wandb sync`)")
+    sp.add_argument("--dry-run", action="store_true")
+    add_store(sp)
+    sp.set_defaults(func=cmd_sync)
 
     sp = sub.add_parser("published", help="the published numbers of a paper or table, with sources")
     sp.add_argument("ref", help="papers/<paper> or papers/<paper>/<table>")

@@ -37,3 +37,14 @@ def plan(cells: list[Cell], store: Store) -> Plan:
         else:
             result.todo.append(cell)
     return result
+
+
+def launch_remote(args, table, todo: Plan, store: Store) -> int:
+    """Hand the cells to a cluster launcher (`--launcher ray|slurm`); returns the exit code."""
+    if args.launcher == "ray":
+        from repro.launch.ray import launch_ray
+
+        return launch_ray(args, table, todo, store)
+    from repro.launch.slurm import launch_slurm
+
+    return launch_slurm(args, table, todo, store)
