@@ -77,32 +77,83 @@ def _cells(args):
     return table, cells
 
 
+# Lightning's `ddp` strategy re-runs this command line in one child process per extra device. The
+# parent names the cells it is about to run here, so each child trains exactly the same ones (the
+# children must not re-plan: the parent's live "running" state would make them skip its cells).
+DDP_CELLS_ENV = "REPRO_DDP_CELLS"
+
+
+def _ddp_child_cells(cells, store):
+    """The cells this process trains as a DDP rank > 0, or None when it is rank 0 / single-process."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and DDP_CELLS_ENV in os.environ:
+        by_id = {c.id: c for c in cells}
+        return [by_id[i] for i in os.environ[DDP_CELLS_ENV].split(",") if i in by_id]
+    if os.environ.get("SLURM_PROCID", "0") != "0" and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        # srun started every rank at once (slurm/ddp.sbatch): all ranks take the cells not yet done.
+        seen = set()
+        return [c for c in cells if c.runnable and not store.is_done(c.id) and not (c.id in seen or seen.add(c.id))]
+    return None
+
+
+def _reclaim_own_job(todo, store) -> None:
+    """A requeued SLURM job finds its own cells marked in flight (by itself, before the requeue)."""
+    from repro.train.run import slurm_job_id
+
+    job = slurm_job_id()
+    if job is None:
+        return
+    for cell in list(todo.in_flight):
+        state = store.state(cell.id)
+        if state is not None and state.job_id == job:
+            todo.in_flight.remove(cell)
+            todo.todo.append(cell)
+
+
+def _run_options(args, store):
+    from repro.train.run import RunOptions
+
+    return RunOptions(store=store, data_root=args.data_root, wandb_mode=args.wandb,
+                      accelerator="gpu" if args.gpus else "cpu", devices=args.gpus or args.cpus or 1,
+                      num_nodes=args.nodes)
+
+
 def cmd_run(args) -> int:
     from repro.launch import plan
 
     if args.launcher == "local" and args.nodes > 1:
         raise ConfigError("--nodes > 1 needs a cluster launcher: add --launcher slurm")
+    if args.gpus and args.cpus:
+        raise ConfigError("--gpus and --cpus both given: --gpus N trains on N GPUs, --cpus N on N CPU processes; pick one")
     table, cells = _cells(args)
     store = _store(args)
+    child_cells = _ddp_child_cells(cells, store) if args.launcher == "local" and not args.dry_run else None
+    if child_cells is not None:
+        from repro.launch.local import run_local
+
+        run_local(table, child_cells, _run_options(args, store), progress=False)
+        return 0
     todo = plan(cells, store)
+    if args.launcher == "local":
+        _reclaim_own_job(todo, store)
     if args.dry_run:
         return _print_plan(table, cells, store, todo)
     store.check_writable()
     _check_devices(args)
     _check_buildable(table, todo.todo)
-    print(f"{table.id} [{args.preset}]: {todo.summary()}; store {store.root}", file=sys.stderr)
+    print(f"{table.id} [{args.preset}]: {todo.summary()}; store {store.root}", flush=True)
     if args.launcher == "local":
         from repro.launch.local import run_local
-        from repro.train.run import RunOptions
 
-        opts = RunOptions(store=store, data_root=args.data_root, wandb_mode=args.wandb,
-                          accelerator="gpu" if args.gpus else "cpu", devices=args.gpus or args.cpus or 1,
-                          num_nodes=args.nodes)
+        opts = _run_options(args, store)
+        if opts.devices * opts.num_nodes > 1:
+            os.environ[DDP_CELLS_ENV] = ",".join(c.id for c in todo.todo)
         run_local(table, todo.todo, opts, progress=not args.no_progress)
     else:
         from repro.launch import launch_remote
 
-        return launch_remote(args, table, todo, store)
+        code = launch_remote(args, table, todo, store)
+        if args.launcher == "slurm" or code != 0:  # slurm returns at submit; ray has finished: report
+            return code
     if not args.no_report:
         from repro.report.render import write_report
 
@@ -243,10 +294,17 @@ def cmd_sync(args) -> int:
 
 
 # ------------------------------------------------------------------ parser
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the problem and where to look."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="repro", description="Reproduce the tables of efficient-CNN papers.")
+    p = OneLineParser(prog="repro", description="Reproduce the tables of efficient-CNN papers.")
     p.add_argument("--version", action="version", version="repro 0.1.0")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
 
     def add_store(sp):
         sp.add_argument("--store", default=None, help="results store directory (default: $REPRO_STORE or ./runs)")
@@ -284,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--preset", default="paper")
     sp.add_argument("--seeds", type=_positive_int, default=1)
     sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="the same overrides as the run")
+    sp.add_argument("--only", action="append", metavar="ROW|COLUMN", help="only matching cells (repeatable; * matches any)")
     add_store(sp)
     sp.set_defaults(func=cmd_status)
 

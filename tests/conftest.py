@@ -19,8 +19,9 @@ pytest_plugins = ["tests.slurm_cluster"]
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`repro ...` as a user types it, in a fresh process."""
+    """`repro ...` as a user types it, in a fresh process. An env value of None unsets it."""
     full_env = {**os.environ, **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}
     return subprocess.run([sys.executable, "-m", "repro", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=cwd or REPO)
 

@@ -42,7 +42,7 @@ def test_table2_test_preset_end_to_end_then_rerun_trains_nothing(cli, tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in store.glob("*/result.json")}
     again = cli("run", "papers/shufflenet/table2", "--preset", "test", "--store", str(store), "--report", str(report), "--no-progress")
     assert again.returncode == 0, again.stderr
-    assert "0 to run, 15 done" in again.stderr
+    assert "0 to run, 15 done" in again.stdout
     assert mtimes == {p: p.stat().st_mtime_ns for p in store.glob("*/result.json")}
 
 

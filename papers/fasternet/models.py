@@ -192,6 +192,7 @@ class FasterNetBackbone(nn.Module):
         norm_type = type(net.patch_embed[1])
         self.out_norms = nn.ModuleList([norm_type(net.widths[i]) for i in self.out_indices])
         self.out_channels = [net.widths[i] for i in self.out_indices]
+        self.strides = [4 * 2**i for i in self.out_indices]  # 4x4/4 embedding, then 2x2/2 merges
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)
@@ -231,3 +232,6 @@ def backbone(variant: str = "t0", out_indices: Sequence[int] = (0, 1, 2, 3), **k
 
 
 MODELS = {"fasternet": fasternet}
+# Detection backbones (repro.nn.detection): a table names them as `backbone:` of fasterrcnn/maskrcnn.
+# Parameter names match `fasternet` (minus its classifier), so an ImageNet checkpoint loads into it.
+BACKBONES = {"fasternet": backbone}

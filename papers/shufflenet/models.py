@@ -122,4 +122,38 @@ def shufflenet_v1(groups: int = 3, scale: float = 1.0, shuffle: bool = True, sha
     return ShuffleNetV1(groups=groups, scale=scale, shuffle=shuffle, shallow=shallow, num_classes=num_classes)
 
 
+class ShuffleNetBackbone(nn.Module):
+    """ShuffleNet v1 without its classifier: Stage 2-4 features (strides 8/16/32) for detectors.
+
+    Holds the classification model's `stem` and `stages` under the same names, so an ImageNet
+    checkpoint of `shufflenet_v1` loads into it as is (its `fc` is left out).
+    """
+
+    STRIDES = (8, 16, 32)
+
+    def __init__(self, net: ShuffleNetV1, out_indices: tuple[int, ...] = (0, 1, 2)):
+        super().__init__()
+        self.out_indices = tuple(out_indices)
+        self.stem, self.stages = net.stem, net.stages
+        self.out_channels = [net.stage_widths[i] for i in self.out_indices]
+        self.strides = [self.STRIDES[i] for i in self.out_indices]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return outs
+
+
+def shufflenet_v1_backbone(groups: int = 3, scale: float = 1.0, shuffle: bool = True, shallow: bool = False,
+                           out_indices: tuple[int, ...] = (0, 1, 2)) -> ShuffleNetBackbone:
+    net = ShuffleNetV1(groups=groups, scale=scale, shuffle=shuffle, shallow=shallow, num_classes=1)
+    return ShuffleNetBackbone(net, out_indices)
+
+
 MODELS = {"shufflenet_v1": shufflenet_v1}
+# Detection backbones (repro.nn.detection): a table names them as `backbone:` of fasterrcnn/maskrcnn.
+BACKBONES = {"shufflenet_v1": shufflenet_v1_backbone}

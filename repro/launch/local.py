@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from repro.errors import RunFailed
 from repro.spec.cells import Cell
 from repro.spec.load import Table
 from repro.train.run import RunOptions, run_cell
@@ -12,7 +13,7 @@ from repro.train.run import RunOptions, run_cell
 def run_local(table: Table, cells: list[Cell], opts: RunOptions, progress: bool = True) -> list[dict]:
     from tqdm.auto import tqdm
 
-    results = []
+    results, failed = [], []
     bar = tqdm(total=len(cells), desc=table.id, unit="cell", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     store = opts.store
     for cell in cells:
@@ -24,7 +25,16 @@ def run_local(table: Table, cells: list[Cell], opts: RunOptions, progress: bool 
                 store.set_state(cell.id, "running", step=step)
 
         opts.progress = report
-        results.append(run_cell(table, cell, opts))
+        try:
+            results.append(run_cell(table, cell, opts))
+        except RunFailed as exc:
+            # One failed cell must not cost the others: note it, go on, fail at the end.
+            failed.append((cell, str(exc)))
+            bar.write(f"repro: cell ({cell.row}, {cell.column}) seed {cell.seed} failed: {exc}", file=sys.stderr)
         bar.update(1)
     bar.close()
+    if failed:
+        first_cell, first_error = failed[0]
+        raise RunFailed(f"{len(failed)} of {len(cells)} cells failed, first ({first_cell.row}, {first_cell.column}): "
+                        f"{first_error}; finished cells are kept (see `repro status {table.id}`)")
     return results

@@ -40,7 +40,8 @@ class Cell:
     published_complexity: float | None = None
     complexity_input_size: int = 224
     skip: str | None = None
-    init_from: str | None = None
+    init_from: str | None = None  # "<paper>/<table>:<row>|<column>" as the spec writes it
+    init_from_cell: str | None = None  # the id of that cell under the same preset family
     paper: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -56,7 +57,8 @@ class Cell:
             "data": self.preset.data.model_dump(),
             "train": self.preset.train.model_dump(),
             "seed": self.seed,
-            "init_from": self.init_from,
+            # The source run's id, not the spec's reference: it hashes the source's whole config.
+            "init_from": self.init_from_cell,
         }
 
     @property
@@ -84,10 +86,33 @@ class Cell:
 
 
 def builder_for(table: Table, model: str):
-    models = getattr(table.paper.models_module(), "MODELS", {})
+    module = table.paper.models_module()
+    models = dict(getattr(module, "MODELS", {}))
+    if getattr(module, "BACKBONES", None):  # a paper with detection backbones gets the detectors
+        from repro.nn.detection import DETECTORS, bind_backbones
+
+        models.update({kind: bind_backbones(kind, module.BACKBONES) for kind in DETECTORS if kind not in models})
     if model not in models:
         raise SpecError(f"{table.path}: unknown model {model!r}; {table.paper.name} defines: {', '.join(sorted(models))}")
     return models[model]
+
+
+def resolve_init_from(table: Table, ref: str, preset_name: str) -> str:
+    """`shufflenet/table2:1x|g=3` -> the id of that cell (seed 0) under the preset `preset_name`
+    names there (e.g. `proxy`, through that table's own `presets:` aliases)."""
+    from repro.spec.load import load_table
+
+    where, sep, cell_ref = ref.partition(":")
+    row, bar, column = cell_ref.partition("|")
+    if not (sep and bar and where.count("/") == 1):
+        raise SpecError(f"{table.path}: init_from {ref!r}: expected <paper>/<table>:<row>|<column>, e.g. shufflenet/table2:1x|g=3")
+    source = load_table(where)
+    for cell in expand_cells(source, preset_name):
+        if cell.row == row and cell.column == column:
+            if not cell.runnable:
+                raise SpecError(f"{table.path}: init_from {ref!r} names a cell that is not run ({cell.skip or 'model null'})")
+            return cell.id
+    raise SpecError(f"{table.path}: init_from {ref!r}: {where} has no cell row {row!r}, column {column!r}")
 
 
 def resolve_args(table: Table, model: str, args: dict) -> dict:
@@ -156,6 +181,8 @@ def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_
             if spec.complexity and spec.complexity.column:
                 complexity = values.get(spec.complexity.column)
             resolved = resolve_args(table, model, args) if model else args
+            init_from = over.init_from if over else None
+            init_from_cell = resolve_init_from(table, init_from, preset_name) if init_from else None
             label = f"{published.rows[row.id].label} / {published.columns[col.id].label}"
             for seed in range(seed_offset, seed_offset + seeds):
                 cells.append(Cell(
@@ -165,7 +192,7 @@ def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_
                     published_note=notes.get((row.id, col.id)) or notes.get((row.id, None)) or "",
                     published_complexity=complexity,
                     complexity_input_size=row.input_size or (spec.complexity.input_size if spec.complexity else 224),
-                    skip=skip, init_from=over.init_from if over else None, paper=table.paper.name,
+                    skip=skip, init_from=init_from, init_from_cell=init_from_cell, paper=table.paper.name,
                 ))
     return cells
 

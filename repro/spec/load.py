@@ -50,7 +50,8 @@ def validate(schema, data, path: Path):
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # An unknown key is usually a typo, and the most useful thing to name.
+        err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise SpecError(f"{path}: {loc}: {err['msg']}{more}") from None

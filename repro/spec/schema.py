@@ -153,6 +153,9 @@ class TableSpec(Strict):
     table: str
     title: str
     metric: Metric
+    # What a cell trains: an image classifier (repro.train.module) or a detector scored with COCO AP
+    # (repro.train.detection; its model is `fasterrcnn`/`maskrcnn` over a paper's BACKBONES).
+    task: Literal["classification", "detection"] = "classification"
     tolerance: float = Field(default=1.0, ge=0)
     model: Optional[str] = None
     args: dict[str, Any] = {}

@@ -47,7 +47,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 def read_json(path: Path):
     try:
         return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, unreadable or half-written: not there yet
         return None
 
 
@@ -107,6 +107,14 @@ class Store:
                 found.append(r)
         return found
 
+    def clean_temporaries(self, cell_id: str) -> int:
+        """Remove temporary files a killed writer left in this run's folder; returns how many."""
+        run = self.run_dir(cell_id)
+        stale = [*run.glob(".*.tmp"), *run.glob("checkpoints/.*.tmp")]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     # ---- config and state
     def write_config(self, cell_id: str, config: dict) -> None:
         path = self.run_dir(cell_id) / "config.json"
@@ -128,6 +136,14 @@ class Store:
         state = RunState(status=status, **{**keep, **fields}, host=socket.gethostname(), pid=os.getpid(), updated=time.time())
         atomic_write_json(self.run_dir(cell_id) / "state.json", state.__dict__)
         return state
+
+    def try_set_state(self, cell_id: str, status: str, **fields) -> bool:
+        """set_state for failure paths: on a full disk the error being raised says more than the state would."""
+        try:
+            self.set_state(cell_id, status, **fields)
+            return True
+        except OSError:
+            return False
 
     def in_flight(self, cell_id: str, stale_after_s: float = 600.0) -> bool:
         """A live run or a queued job already owns this cell (so do not start another)."""

@@ -63,8 +63,9 @@ def make_logger(cell, run_dir: Path, mode: str | None = None):
     try:
         import wandb
 
-        settings = wandb.Settings(init_timeout=30, silent=True, console="off")
-        return WandbLogger(
+        timeout = float(os.environ.get("REPRO_WANDB_INIT_TIMEOUT", "30"))
+        settings = wandb.Settings(init_timeout=timeout, silent=True, console="off", mode=mode)
+        logger = WandbLogger(
             project=os.environ.get(PROJECT_ENV, "repro"),
             group=cell.table_id,
             name=f"{cell.table_id}:{cell.row}|{cell.column}:s{cell.seed}",
@@ -76,9 +77,12 @@ def make_logger(cell, run_dir: Path, mode: str | None = None):
             mode=mode,
             settings=settings,
         )
+        logger.experiment  # start W&B now, where its failure can be caught, not mid-training
+        return logger
     except Exception as exc:  # W&B trouble must never cost a result
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         warnings.warn(
-            f"W&B could not start ({exc}); training goes on and results land in the store. "
-            f"Later: `wandb sync {run_dir}/wandb` or `repro sync`."
+            f"W&B could not start ({first_line}); training goes on and results land in the store. "
+            f"Later: `repro sync --store {run_dir.parent}` (or `wandb sync`)."
         )
         return None

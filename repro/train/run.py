@@ -2,6 +2,11 @@
 
 Re-running a finished cell does nothing; re-running a killed one resumes from its last
 checkpoint; only global rank 0 writes the result, once.
+
+SIGTERM (what `scancel` and `scontrol requeue` send first, KillWait seconds before SIGKILL) makes a
+single-process run save a checkpoint at the end of the current step and stop without a result, so
+the requeued job loses no steps. Multi-process (DDP) runs rely on the periodic checkpoints: a save
+is collective and ranks would not see the signal at the same step.
 """
 
 from __future__ import annotations
@@ -9,6 +14,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,6 +40,27 @@ class RunOptions:
     precision: str | None = None
     progress: Callable[[int, int, float | None], None] | None = None
     extra_callbacks: list = field(default_factory=list)
+    strategy: str | None = None  # Lightning's default ("ddp" when devices * nodes > 1) when None
+    plugins: list = field(default_factory=list)  # e.g. SLURMEnvironment(auto_requeue=False) under submitit
+
+
+class Stopped(Exception):
+    """SIGTERM arrived; a checkpoint was saved and the run stopped without a result."""
+
+
+def launched_as_rank_zero() -> bool:
+    """Before the Trainer exists: is this process global rank 0 of a multi-process run?
+
+    Lightning's script launcher gives children LOCAL_RANK/NODE_RANK; srun gives SLURM_PROCID.
+    """
+    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def slurm_job_id() -> str | None:
+    """The id `squeue -j` knows this job by: `<array id>_<task>` for an array task."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
 
 
 def quiet_lightning() -> None:
@@ -42,6 +71,11 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*tensorboardX.*")
     # Lightning notices `srun` on PATH and suggests it; runs here are started by our launchers.
     warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")
+    # Resuming mid-epoch is how every resume here works (max_steps runs), and validation metrics are
+    # gathered over ranks by the module itself, so Lightning's advice on both is noise.
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+    warnings.filterwarnings("ignore", message=".*torch.distributed.nn.functional.all_gather is deprecated.*")
 
 
 def module_class(table: Table):
@@ -63,13 +97,31 @@ def total_steps(recipe: dict, train_len: int, world_batch: int) -> int:
     return recipe["max_epochs"] * max(1, train_len // world_batch)
 
 
+def classification_parts(table: Table, cell: Cell, opts: RunOptions, per_device_batch: int, world: int):
+    """(datamodule, LightningModule, total steps, extra result fields) of a classification cell."""
+    from repro.train.data import ClassificationData
+
+    recipe = cell.preset.train.model_dump()
+    data = ClassificationData(cell.preset.data.model_dump(), per_device_batch, recipe.get("num_workers", 0), opts.data_root).prepare()
+    steps = total_steps(recipe, len(data.train_set), per_device_batch * world)
+    module = module_class(table)(build_model(table, cell), recipe, steps)
+    return data, module, steps, {}
+
+
+def task_parts(table: Table, cell: Cell, opts: RunOptions, per_device_batch: int, world: int):
+    if table.spec.task == "detection":
+        from repro.train.detection import detection_parts
+
+        return detection_parts(table, cell, opts, per_device_batch, world)
+    return classification_parts(table, cell, opts, per_device_batch, world)
+
+
 def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
     import pytorch_lightning as pl
     import torch
 
     from repro.track.wandb_mirror import make_logger
     from repro.train.callbacks import AtomicCheckpoint, StepReporter
-    from repro.train.data import ClassificationData
     from repro.train.provenance import git_commit, hardware
 
     quiet_lightning()
@@ -78,28 +130,36 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
     if done is not None:
         return done
     run_dir = store.run_dir(cell.id)
-    store.write_config(cell.id, cell.resolved_config())
-    store.set_state(cell.id, "running", step=0, job_id=os.environ.get("SLURM_JOB_ID"))
+    rank_zero = launched_as_rank_zero()
+    if rank_zero:  # other DDP ranks must not touch rank 0's files (its pid in state.json marks it live)
+        store.clean_temporaries(cell.id)  # we own the cell now: leftovers are from a killed writer
+        store.write_config(cell.id, cell.resolved_config())
+        store.set_state(cell.id, "running", step=0, job_id=slurm_job_id())
     started = time.time()
+    stop_request = _SigtermFlag()
     try:
         recipe = cell.preset.train.model_dump()
         world = opts.devices * opts.num_nodes
         per_device_batch = max(1, recipe["batch_size"] // world)
+        if per_device_batch * world != recipe["batch_size"] and rank_zero:
+            print(f"repro: warning: {cell.id}: global batch {per_device_batch * world} ({per_device_batch} x {world} processes) "
+                  f"differs from the recipe's {recipe['batch_size']}, which the world size does not divide", file=sys.stderr)
         pl.seed_everything(cell.seed, workers=True, verbose=False)
-        data = ClassificationData(cell.preset.data.model_dump(), per_device_batch, recipe.get("num_workers", 0), opts.data_root).prepare()
-        steps = total_steps(recipe, len(data.train_set), per_device_batch * world)
-        model = build_model(table, cell)
-        module = module_class(table)(model, recipe, steps)
+        data, module, steps, task_fields = task_parts(table, cell, opts, per_device_batch, world)
         ckpt = store.checkpoint_path(cell.id)
         every = recipe.get("checkpoint_every_steps") or max(1, steps // 10)
-        callbacks = [AtomicCheckpoint(ckpt, every), *opts.extra_callbacks]
+        saver = AtomicCheckpoint(ckpt, every)
+        callbacks = [saver, *opts.extra_callbacks]
+        if world == 1 and stop_request.install():
+            callbacks.append(SaveAndStopOnSigterm(saver, stop_request))
         if opts.progress:
             callbacks.append(StepReporter(opts.progress))
         eval_every = recipe.get("eval_every_steps")
         trainer = pl.Trainer(
             max_steps=steps, max_epochs=-1,
             accelerator=opts.accelerator, devices=opts.devices, num_nodes=opts.num_nodes,
-            precision=opts.precision,
+            precision=opts.precision, **({"strategy": opts.strategy} if opts.strategy else {}),
+            plugins=opts.plugins or None,
             logger=make_logger(cell, run_dir, opts.wandb_mode) or False,
             callbacks=callbacks,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -113,15 +173,25 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
         if resume is not None:
             resumed_from = int(torch.load(resume, map_location="cpu", weights_only=True).get("global_step", 0))
         trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=True)
+        if stop_request.seen:
+            raise Stopped(f"SIGTERM at step {trainer.global_step}: checkpoint saved, no result written")
         metrics = trainer.validate(module, datamodule=data, verbose=False)[0]
+        _summarize_wandb(metrics, int(trainer.global_step))
+        rank_metrics = _gather_from_ranks(trainer, metrics)
+    except Stopped as exc:
+        if rank_zero:  # a requeued job still owns the cell; `repro status` tells a cancelled one
+            store.set_state(cell.id, "submitted" if slurm_job_id() else "pending", message=str(exc))
+        raise
     except RunFailed as exc:
-        store.set_state(cell.id, "failed", message=str(exc))
+        if rank_zero:
+            store.try_set_state(cell.id, "failed", message=str(exc))
         raise
     except BaseException as exc:
-        if not isinstance(exc, KeyboardInterrupt):
-            store.set_state(cell.id, "failed", message=f"{type(exc).__name__}: {exc}")
+        if rank_zero and not isinstance(exc, KeyboardInterrupt):
+            store.try_set_state(cell.id, "failed", message=f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        stop_request.uninstall()
         _finish_wandb()
 
     result = {
@@ -134,13 +204,78 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
         "steps": int(trainer.global_step), "resumed_from_step": resumed_from,
         "world_size": trainer.world_size, "global_batch": per_device_batch * trainer.world_size,
         "paper_batch": recipe["batch_size"],
+        **({"rank_metrics": rank_metrics} if trainer.world_size > 1 else {}),
         "wall_time_s": round(time.time() - started, 2),
         "git_commit": git_commit(), "hardware": hardware(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **task_fields,
     }
     if trainer.is_global_zero:
         store.write_result(cell.id, result)
     return result
+
+
+def _gather_from_ranks(trainer, metrics: dict) -> list[dict]:
+    """Every rank's validation metrics, so a result records that the ranks agreed."""
+    import torch.distributed as dist
+
+    if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [metrics]
+    gathered = [None] * trainer.world_size
+    dist.all_gather_object(gathered, {k: float(v) for k, v in metrics.items()})
+    return gathered
+
+
+class _SigtermFlag:
+    """Turns SIGTERM into a flag the training loop checks (a handler must not save mid-step)."""
+
+    def __init__(self):
+        self.seen = False
+        self._previous = None
+
+    def install(self) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return False  # e.g. a Ray Tune trial thread: signals are the actor's business there
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return True
+
+    def _on_sigterm(self, signum, frame):
+        self.seen = True
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+def SaveAndStopOnSigterm(saver, flag: _SigtermFlag):
+    """A callback: after the step during which SIGTERM arrived, save a checkpoint and stop."""
+    import pytorch_lightning as pl
+
+    class _SaveAndStop(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if flag.seen and not trainer.should_stop:
+                saver.save(trainer)
+                trainer.should_stop = True
+
+    return _SaveAndStop()
+
+
+def _summarize_wandb(metrics: dict, steps: int) -> None:
+    """Final metrics and provenance into the W&B run summary: `repro collect` builds the store
+    result of a run logged from another machine from them (repro/track/collect.py)."""
+    import sys
+
+    if "wandb" not in sys.modules:
+        return
+    import wandb
+
+    if wandb.run is not None:
+        from repro.train.provenance import git_commit, hardware
+
+        final = {f"final/{k.split('/', 1)[1]}": float(v) for k, v in metrics.items() if k.startswith("val/")}
+        wandb.run.summary.update({**final, "final_steps": steps, "final_git_commit": git_commit(),
+                                  "final_hardware": hardware()})
 
 
 def _finish_wandb() -> None:
@@ -150,4 +285,4 @@ def _finish_wandb() -> None:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish(quiet=True)
+            wandb.finish()

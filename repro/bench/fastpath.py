@@ -1,0 +1,98 @@
+"""The fast path: transformations that make a model run faster without changing what it computes.
+
+Each function returns a model (or a context) that is numerically equivalent to its input, up to
+float rounding (fusion, memory format) or up to the stated reduced precision (bf16 autocast,
+opt-in, GPU only). They are usable from training (`prepare_for_training`) and from benchmarks or
+evaluation (`prepare_for_inference`):
+
+* `fuse_conv_bn(model)`: folds every eval-mode BatchNorm2d that directly follows a Conv2d inside an
+  nn.Sequential into that conv (FasterNet reports its latency numbers this way; so do RepVGG-style
+  deploy modes). Inference only: training needs the BN statistics.
+* `to_channels_last(model)`: NHWC memory format, which cuDNN (tensor cores) and oneDNN prefer for
+  1x1 and depthwise convs.
+* `autocast(device, enabled)`: bf16 autocast on CUDA; a no-op elsewhere (CPU bf16 without AMX is
+  slower than fp32, and would not be faithful enough to compare with fp32 numbers).
+* `maybe_compile(model, enabled)`: torch.compile; off on CPU by default because compiling a whole
+  network takes minutes on 2 cores and only pays off over long runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+
+def fuse_conv_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """An eval-mode copy of `model` with Conv2d -> BatchNorm2d pairs of every nn.Sequential folded.
+
+    Only pairs inside an nn.Sequential are fused, because there the order of the children is the
+    order of execution; elsewhere a BN attribute next to a conv attribute proves nothing about the
+    data flow. The BN becomes nn.Identity so module paths and indices stay the same. Only plain
+    nn.BatchNorm2d is folded: subclasses (e.g. timm's BatchNormAct2d) carry an activation.
+    """
+    fused = model if inplace else copy.deepcopy(model)
+    fused.eval()
+    for parent in fused.modules():
+        if not isinstance(parent, nn.Sequential):
+            continue
+        names = list(parent._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = parent._modules[first], parent._modules[second]
+            if (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats
+                    and bn.running_mean is not None and conv.out_channels == bn.num_features):
+                parent._modules[first] = fuse_conv_bn_eval(conv, bn)
+                parent._modules[second] = nn.Identity()
+    return fused
+
+
+def count_batchnorms(model: nn.Module) -> int:
+    return sum(type(m) is nn.BatchNorm2d for m in model.modules())
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """The model with its 4-d weights in channels_last (NHWC) memory format (in place, returned)."""
+    return model.to(memory_format=torch.channels_last)
+
+
+def to_input_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
+def autocast(device: str, enabled: bool = True):
+    """bf16 autocast on CUDA, else a no-op context (see the module docstring for why)."""
+    if enabled and device == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def maybe_compile(model: nn.Module, enabled: bool):
+    return torch.compile(model) if enabled else model
+
+
+def default_compile(device: str, fast: bool) -> bool:
+    """Compile by default only on the fast path on a GPU (where it pays off within a benchmark)."""
+    return fast and device == "cuda"
+
+
+def prepare_for_inference(model: nn.Module, device: str = "cpu", channels_last: bool = True,
+                          fuse: bool = True, compile: bool = False) -> nn.Module:
+    """An eval-mode model for timing or evaluation: fused BN, channels_last, optionally compiled."""
+    model = fuse_conv_bn(model) if fuse else model.eval()
+    model = model.to(device)
+    if channels_last:
+        model = to_channels_last(model)
+    return maybe_compile(model, compile)
+
+
+def prepare_for_training(model: nn.Module, device: str = "cpu", channels_last: bool = True,
+                         compile: bool = False) -> nn.Module:
+    """The training-side fast path (no fusion: BN statistics are needed). Wrap the steps in
+    `autocast(device)` for bf16 on a GPU; feed inputs through `to_input_format`."""
+    model = model.to(device)
+    if channels_last:
+        model = to_channels_last(model)
+    return maybe_compile(model, compile)

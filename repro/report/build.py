@@ -1,0 +1,219 @@
+"""Build the report data (the `report.json` twin of REPORT.md) from the store and the specs.
+
+The report reads the results store and the specs; it never talks to a launcher or to W&B.
+Schema of report.json (version 1; keys are only ever added, never renamed):
+
+    schema_version: 1
+    generated_at: "YYYY-MM-DD HH:MM UTC";  store: absolute path of the results store
+    counting_rule: how params/FLOPs are counted;  complexity_rel_tol: tolerance of a "close" mark
+    default_tolerance: the tolerance a spec gets when it states none (metric units)
+    cell_verdicts: {verdict: meaning}
+    tables: [ {
+        id: "paper/table", paper, title, arxiv, source, read_from   (source of every published number)
+        metric, unit, better: "lower"|"higher", tolerance, paper_preset (the preset compared with the paper)
+        notes: [str], presets: {name: {proxy, data, description}}   (presets shown: paper + any with runs)
+        plot: path of the table's PNG relative to REPORT.md, or null
+        cells: [ {
+            row, column, label, model (null: not in this suite), args, skip (reason or null)
+            published: number|null, published_note, published_source: "source; read from ..."
+            verdict: headline verdict (see cell_verdicts; "not reproducible" carries ": reason")
+            complexity: null | {input_size, params_m, mflops (ours, at the paper's input size),
+                                flops: null|{column, unit, published, ours, verdict}, params: same}
+            runs: {preset: {n, mean, std, values, seeds, delta (ours - published; null for proxy),
+                            verdict, proxy, runs: [{seed, value, cell_id, run_dir, git_commit,
+                                                    hardware, preset, steps, wall_time_s, finished_at}]}}
+        } ]
+        trends: [ {claim, kind, published: {status, checked, failures},
+                   by_preset: {preset: {status, checked, failures}}} ]
+    } ]
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from repro.complexity import COUNTING_RULE, cell_complexity
+from repro.report import verdicts as V
+from repro.spec.cells import expand_cells
+from repro.spec.load import list_papers, load_table
+from repro.spec.schema import TableSpec
+from repro.store import Store
+
+SCHEMA_VERSION = 1
+DEFAULT_TOLERANCE = TableSpec.model_fields["tolerance"].default
+# Published FLOPs units and their size in MFLOPs.
+FLOP_UNITS = {"MFLOPs": 1.0, "GFLOPs": 1000.0, "B FLOPs": 1000.0}
+PARAM_UNITS = {"M", "M params"}
+
+
+def build_report(store: Store, tables: list[str] | None = None) -> dict:
+    by_group = defaultdict(list)
+    for r in store.results():
+        by_group[r.get("group_key")].append(r)
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "store": str(store.root), "counting_rule": COUNTING_RULE,
+        "complexity_rel_tol": V.COMPLEXITY_REL_TOL, "default_tolerance": DEFAULT_TOLERANCE,
+        "cell_verdicts": V.CELL_VERDICTS, "tables": [],
+    }
+    for paper in list_papers():
+        for name in paper.table_names():
+            ref = f"{paper.name}/{name}"
+            if tables and ref not in tables and f"papers/{ref}" not in tables:
+                continue
+            report["tables"].append(table_report(load_table(ref), by_group, store))
+    return report
+
+
+def complexity_columns(spec, published) -> dict[str, tuple[str, str]]:
+    """Which published columns hold FLOPs and params: {"flops": (column, unit), "params": ...}.
+
+    The spec's `complexity` wins; otherwise a column is recognised by its unit, so tables whose
+    spec declares none (FasterNet's GFLOPs) still get their complexity checked.
+    """
+    found = {}
+    ref = spec.complexity
+    if ref and ref.column:
+        found["flops"] = (ref.column, published.columns[ref.column].unit if
+                          published.columns[ref.column].unit in FLOP_UNITS else ref.unit)
+    else:
+        for col_id, col in published.columns.items():
+            if col.unit in FLOP_UNITS:
+                found["flops"] = (col_id, col.unit)
+                break
+    if ref and ref.params_column:
+        found["params"] = (ref.params_column, "M")
+    else:
+        for col_id, col in published.columns.items():
+            if col.unit in PARAM_UNITS and any(w in (col_id + col.label).lower() for w in ("param", "weight")):
+                found["params"] = (col_id, "M")
+                break
+    return found
+
+
+def table_report(table, by_group: dict, store: Store) -> dict:
+    spec, published = table.spec, table.paper.published.tables[table.spec.table]
+    paper_preset, _ = table.paper.preset("paper", spec)
+    out = {
+        "id": table.id, "paper": table.paper.name, "title": spec.title,
+        "arxiv": f"{table.paper.published.arxiv}{table.paper.published.version or ''}",
+        "source": published.source, "read_from": published.read_from,
+        "metric": spec.metric.name, "unit": spec.metric.unit, "better": spec.metric.better,
+        "tolerance": spec.tolerance, "paper_preset": paper_preset,
+        "notes": list(spec.notes) + [n.note for n in published.notes if n.row is None and n.column is None],
+        "presets": {}, "plot": None, "cells": [], "trends": [],
+    }
+    source = published.source + (f"; read from {published.read_from}" if published.read_from else "")
+    cx_cols = complexity_columns(spec, published)
+    entries: dict[tuple[str, str], dict] = {}
+    grids: dict[str, dict] = defaultdict(dict)
+    for preset_name, preset in table.paper.presets.items():
+        cells = expand_cells(table, preset_name)
+        has_runs = any(by_group.get(c.group_key) for c in cells if c.runnable)
+        if not has_runs and preset_name != paper_preset:
+            continue
+        out["presets"][preset_name] = {"proxy": preset.proxy, "data": preset.data.name, "description": preset.description}
+        for cell in cells:
+            key = (cell.row, cell.column)
+            if key not in entries:
+                entries[key] = _cell_entry(table, cell, source, published, cx_cols)
+            runs = sorted(by_group.get(cell.group_key, []) if cell.runnable else [], key=lambda r: r.get("seed", 0))
+            entry = _preset_runs(runs, cell, spec, preset.proxy, store)
+            if entry["n"] or preset_name == paper_preset:
+                entries[key]["runs"][preset_name] = entry
+            if entry["mean"] is not None:
+                grids[preset_name][key] = entry["mean"]
+    for entry in entries.values():
+        entry["verdict"] = _headline_verdict(entry, out["presets"])
+    out["cells"] = list(entries.values())
+    out["trends"] = _trends(table, entries, grids, paper_preset)
+    return out
+
+
+def _cell_entry(table, cell, source: str, published, cx_cols: dict) -> dict:
+    entry = {
+        "row": cell.row, "column": cell.column, "label": cell.label, "model": cell.model, "args": cell.args,
+        "skip": cell.skip, "published": cell.published, "published_note": cell.published_note,
+        "published_source": source, "verdict": None, "complexity": None, "runs": {},
+    }
+    if cell.runnable:
+        c = cell_complexity(table, cell)
+        values = published.rows[cell.row].values
+        cx = {"input_size": c["input_size"], "params_m": c["params"] / 1e6, "mflops": c["mflops"], "flops": None, "params": None}
+        if "flops" in cx_cols:
+            col, unit = cx_cols["flops"]
+            ours = c["mflops"] / FLOP_UNITS.get(unit, 1.0)
+            cx["flops"] = {"column": col, "unit": unit, "published": values.get(col), "ours": ours,
+                           "verdict": V.complexity_verdict(ours, values.get(col))}
+        if "params" in cx_cols:
+            col, unit = cx_cols["params"]
+            ours = c["params"] / 1e6
+            cx["params"] = {"column": col, "unit": unit, "published": values.get(col), "ours": ours,
+                            "verdict": V.complexity_verdict(ours, values.get(col))}
+        entry["complexity"] = cx
+    return entry
+
+
+def _preset_runs(runs: list[dict], cell, spec, proxy: bool, store: Store) -> dict:
+    metric = spec.metric.name
+    kept = [r for r in runs if metric in (r.get("metrics") or {})]
+    values = [float(r["metrics"][metric]) for r in kept]
+    stats = V.summarize(values)
+    if cell.model is None:
+        verdict = V.NOT_IN_SUITE
+    elif cell.skip:
+        verdict = f"{V.NOT_REPRODUCIBLE}: {cell.skip}"
+    else:
+        verdict = V.cell_verdict(stats["mean"], cell.published, spec.metric.better, spec.tolerance, proxy)
+    comparable = stats["mean"] is not None and cell.published is not None and not proxy
+    return {
+        **stats, "values": values, "seeds": [r.get("seed") for r in kept], "proxy": proxy, "verdict": verdict,
+        "delta": stats["mean"] - cell.published if comparable else None,
+        "runs": [_provenance(r, value, store) for r, value in zip(kept, values)],
+    }
+
+
+def _provenance(result: dict, value: float, store: Store) -> dict:
+    hw = result.get("hardware") or {}
+    device = ", ".join(hw.get("gpus") or []) or hw.get("cpu") or "unknown hardware"
+    return {
+        "seed": result.get("seed"), "value": value, "cell_id": result["cell_id"],
+        "run_dir": str(store.run_dir(result["cell_id"])), "git_commit": result.get("git_commit", "unknown"),
+        "hardware": f"{device} @ {hw.get('host', '?')}", "preset": result.get("preset"),
+        "steps": result.get("steps"), "wall_time_s": result.get("wall_time_s"), "finished_at": result.get("finished_at"),
+    }
+
+
+def _headline_verdict(entry: dict, presets: dict) -> str:
+    """One verdict per cell: a comparable (non-proxy) run decides; else proxy / transcription / not run."""
+    runs = entry["runs"]
+    static = next((r["verdict"] for r in runs.values() if r["verdict"] == V.NOT_IN_SUITE
+                   or r["verdict"].startswith(V.NOT_REPRODUCIBLE)), None)
+    if static:
+        return static
+    comparable = [r for p, r in runs.items() if not presets[p]["proxy"] and r["n"]]
+    if comparable:
+        return comparable[0]["verdict"]
+    if any(r["n"] for p, r in runs.items() if presets[p]["proxy"]):
+        return V.PROXY_ONLY
+    return V.NOT_TRANSCRIBED if entry["published"] is None else V.NOT_RUN
+
+
+def _trends(table, entries: dict, grids: dict, paper_preset: str) -> list[dict]:
+    spec = table.spec
+    rows, cols = [r.id for r in spec.rows], [c.id for c in spec.columns]
+    published_grid = {k: e["published"] for k, e in entries.items() if e["published"] is not None}
+    buildable = {k for k, e in entries.items() if e["model"] is not None and not e["skip"]}
+    trends = []
+    for claim in spec.trend:
+        on_paper = V.trend_verdict(claim, published_grid, rows, cols, spec.metric.better)
+        trends.append({
+            "claim": claim.claim, "kind": claim.kind,
+            "published": {k: on_paper[k] for k in ("status", "checked", "failures")},
+            "by_preset": {p: {k: v for k, v in V.trend_verdict(claim, grids.get(p, {}), rows, cols, spec.metric.better,
+                                                               buildable).items() if k in ("status", "checked", "failures")}
+                          for p in dict.fromkeys([paper_preset, *grids])},
+        })
+    return trends
