@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_sweep)
 
     sp = sub.add_parser("bench", help="training/inference throughput and latency per model; results to files")
-    sp.add_argument("target", help="a table path (papers/<paper>/<table>) or a model name (paper:model)")
+    sp.add_argument("target", help="a table path (papers/<paper>/<table>), a model (paper:model[:json-args]), "
+                                    "`data` (input pipeline) or `overhead` (per-cell orchestration)")
     sp.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     sp.add_argument("--batch", type=_positive_int, default=None)
     sp.add_argument("--threads", type=_positive_int, default=None)
@@ -375,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fast", action="store_true", help="the fast path: channels_last, fused BN, bf16/compile on GPU")
     sp.add_argument("--out", default=None, help="results file (default <store>/bench/<target>-<device>.json)")
     add_store(sp)
+    from repro.bench import add_extra_bench_arguments
+
+    add_extra_bench_arguments(sp)
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("collect", help="pull finished runs from W&B into the store")
@@ -410,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("repro: interrupted; completed cells are kept, re-run to resume the rest", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `repro published ... | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -50,8 +50,10 @@ def test_fasternet_backbone_stage_features_and_strides():
 
 def test_backbone_parameter_names_match_the_classifier():
     """What makes init_from work: every backbone tensor but detection-only ones is a classifier tensor."""
-    from papers.fasternet.models import BACKBONES as FN, fasternet
-    from papers.shufflenet.models import BACKBONES as SN, shufflenet_v1
+    from papers.fasternet.models import BACKBONES as FN
+    from papers.fasternet.models import fasternet
+    from papers.shufflenet.models import BACKBONES as SN
+    from papers.shufflenet.models import shufflenet_v1
 
     assert set(SN["shufflenet_v1"]().state_dict()) == {k for k in shufflenet_v1().state_dict() if not k.startswith("fc.")}
     extra = set(FN["fasternet"](variant="t0").state_dict()) - set(fasternet("t0").state_dict())
@@ -89,7 +91,6 @@ def test_detector_losses_backward_and_predictions(paper, kind, args):
 
 def test_detector_builds_on_meta_and_counts_backbone_complexity():
     from papers.shufflenet.models import BACKBONES
-
     from repro.complexity import count_complexity
 
     with torch.device("meta"):
@@ -129,7 +130,6 @@ def test_init_from_resolves_under_the_same_preset_family_and_enters_the_identity
 
 def test_init_from_loads_the_classification_backbone(tmp_path):
     from papers.shufflenet.models import shufflenet_v1
-
     from repro.train.detection import build_detector, init_backbone
 
     table, cell = _table7_cell()

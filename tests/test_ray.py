@@ -55,6 +55,9 @@ def test_sweep_trials_land_in_the_store_as_ordinary_runs(cli, short_store):
     lrs = sorted(c["train"]["lr"] for c in configs)
     assert len(configs) == 3 and len(set(lrs)) == 3, lrs  # one run (cell id) per sampled lr
     assert {(c["row"], c["column"], c["preset"]) for c in configs} == {("0.25x", "g=8", "test")}
+    # Trials reported during training (ASHA's input), not only at the end.
+    reports = [len(p.read_text().splitlines()) for p in short_store.glob(".tune/test_tiny/*/result.json")]
+    assert len(reports) == 3 and max(reports) >= 2, reports
     # ASHA may stop a trial early; every trial that finished has an ordinary result.
     finished = results(short_store)
     assert finished and all(r["steps"] == 6 and r["column"] == "g=8" for r in finished.values())

@@ -116,10 +116,15 @@ def run_bench(args) -> int:
     threads = _opt(args, "threads", torch.get_num_threads())
     if threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {threads}")
+    target = args.target.strip()
+    models = None
+    if target not in ("data", "overhead"):
+        from repro.bench.targets import resolve_target
+
+        models = resolve_target(target)  # a bad target fails here, before anything is timed
     torch.set_num_threads(threads)
     _warn_if_busy(threads)
-    target = args.target.strip()
-    record = {"schema": SCHEMA, "target": target, "command": "repro " + " ".join(sys.argv[1:]),
+    record = {"schema": SCHEMA, "target": target, "command": _command_line(),
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": git_commit(),
               "protocol": protocol(args, device, threads)}
     if target == "data":
@@ -131,12 +136,24 @@ def run_bench(args) -> int:
 
         record.update(kind="overhead", **run_overhead_bench(args, record["protocol"]))
     else:
-        record.update(kind="models", **_models_bench(args, device, threads, record["protocol"]))
+        record.update(kind="models", **_models_bench(args, models, device, threads, record["protocol"]))
     out = Path(args.out) if getattr(args, "out", None) else Store(getattr(args, "store", None)).root / "bench" / _slug(args, device)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, record)
     print(f"wrote {out}")
     return 0
+
+
+def _command_line() -> str | None:
+    """The command that produced the file, as typed (None when called from Python, e.g. a test)."""
+    import shlex
+
+    script = sys.argv[0].replace("\\", "/")
+    if script.endswith("bench/__main__.py"):
+        return shlex.join(["python", "-m", "repro.bench", *sys.argv[1:]])
+    if Path(script).name == "repro" or script.endswith("repro/__main__.py"):
+        return shlex.join(["repro", *sys.argv[1:]])
+    return None
 
 
 def _warn_if_busy(threads: int) -> None:
@@ -150,9 +167,8 @@ def _warn_if_busy(threads: int) -> None:
               f"{'; --threads 1 is more stable' if threads > 1 else ''}", file=sys.stderr)
 
 
-def _models_bench(args, device: str, threads: int, proto: dict) -> dict:
+def _models_bench(args, models, device: str, threads: int, proto: dict) -> dict:
     from repro.bench.models import BenchOptions, bench_models
-    from repro.bench.targets import resolve_target
 
     cuda = device == "cuda"
     fast = bool(getattr(args, "fast", False))
@@ -171,7 +187,6 @@ def _models_bench(args, device: str, threads: int, proto: dict) -> dict:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if opts.warmup < 0:
         raise ConfigError(f"--warmup must be 0 or more, got {opts.warmup}")
-    models = resolve_target(args.target)
     proto.update(batch=opts.batch, latency_batch=1, image_size=opts.image_size or "paper", warmup=opts.warmup,
                  repeats=opts.repeats, latency_repeats=opts.latency_repeats, fast=fast, compile=opts.compile,
                  train_step="forward + cross-entropy + backward + SGD(momentum 0.9) step, random data")

@@ -42,66 +42,79 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def measure(fn, opts: BenchOptions, repeats: int, label: str) -> dict:
-    """Median (and IQR, all samples) of `repeats` single calls of fn after `opts.warmup` calls."""
+def measure(fns: list, opts: BenchOptions, repeats: int, label: str) -> list[dict]:
+    """Median (and IQR, all samples) of `repeats` single calls of each fn after `opts.warmup` calls.
+
+    Several fns (ours and timm's) are timed in interleaved rounds (A B A B ...), so a change in
+    the machine's load during the run hits both alike instead of biasing their ratio.
+    """
     from torch.utils.benchmark import Measurement, Timer
 
-    for _ in range(opts.warmup):
-        fn()
-    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=opts.threads, label=label)
-    m = Measurement.merge([timer.timeit(number=1) for _ in range(repeats)])[0]
-    return {"median_s": m.median, "iqr_s": m.iqr, "times_s": [round(t, 6) for t in m.times]}
+    for fn in fns:
+        for _ in range(opts.warmup):
+            fn()
+    timers = [Timer(stmt="fn()", globals={"fn": fn}, num_threads=opts.threads, label=label) for fn in fns]
+    samples = [[] for _ in fns]
+    for _ in range(repeats):
+        for timer, got in zip(timers, samples):
+            got.append(timer.timeit(number=1))
+    out = []
+    for got in samples:
+        m = Measurement.merge(got)[0]
+        out.append({"median_s": m.median, "iqr_s": m.iqr, "times_s": [round(t, 6) for t in m.times]})
+    return out
 
 
-def time_model(build, image_size: int, num_classes: int, opts: BenchOptions, fast: bool, label: str) -> dict:
-    """Train / infer / latency figures of one model under one protocol (fast path or default)."""
-    device, batch = opts.device, opts.batch
-    compile_ = fast and opts.compile
-    x = torch.randn(batch, 3, image_size, image_size, device=device)
-    y = torch.randint(0, num_classes, (batch,), device=device)
-    x1 = x[:1].clone()
+class Runner:
+    """One model prepared for timing under one protocol: a training step and an inference call."""
 
-    model = build().to(device).train()
-    if fast:
-        model = fastpath.prepare_for_training(model, device, channels_last=True, compile=compile_)
-        x_train = fastpath.to_input_format(x, True)
-    else:
-        x_train = x
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    def __init__(self, build, image_size: int, num_classes: int, opts: BenchOptions, fast: bool):
+        device, batch = opts.device, opts.batch
+        self.fast, self.device, self.batch = fast, device, batch
+        self.compile = fast and opts.compile
+        x = torch.randn(batch, 3, image_size, image_size, device=device)
+        self.y = torch.randint(0, num_classes, (batch,), device=device)
+        model = build().to(device).train()
+        if fast:
+            model = fastpath.prepare_for_training(model, device, channels_last=True, compile=self.compile)
+        self.model, self.x_train = model, fastpath.to_input_format(x, fast)
+        self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
-    def train_step():
-        opt.zero_grad(set_to_none=True)
-        with fastpath.autocast(device, fast):
-            loss = F.cross_entropy(model(x_train), y)
+        net = build().to(device).eval()
+        self.batchnorms = fastpath.count_batchnorms(net)
+        if fast:
+            net = fastpath.prepare_for_inference(net, device, channels_last=True, fuse=True, compile=self.compile)
+        self.folded = self.batchnorms - fastpath.count_batchnorms(net) if fast else 0
+        self.net = net
+        self.x_inf, self.x_lat = fastpath.to_input_format(x, fast), fastpath.to_input_format(x[:1].clone(), fast)
+
+    def train_step(self):
+        self.opt.zero_grad(set_to_none=True)
+        with fastpath.autocast(self.device, self.fast):
+            loss = F.cross_entropy(self.model(self.x_train), self.y)
         loss.backward()
-        opt.step()
+        self.opt.step()
 
-    train = measure(train_step, opts, opts.repeats, f"{label} train")
-    del model, opt
+    def infer(self, x):
+        with torch.inference_mode(), fastpath.autocast(self.device, self.fast):
+            return self.net(x)
 
-    net = build().to(device).eval()
-    bns = fastpath.count_batchnorms(net)
-    if fast:
-        net = fastpath.prepare_for_inference(net, device, channels_last=True, fuse=True, compile=compile_)
-    folded = bns - fastpath.count_batchnorms(net) if fast else 0
-    x_inf, x_lat = (fastpath.to_input_format(x, fast), fastpath.to_input_format(x1, fast))
+    def protocol(self) -> dict:
+        return {"fast": self.fast, "dtype": "bf16 autocast" if self.fast and self.device == "cuda" else "fp32",
+                "memory_format": "channels_last" if self.fast else "contiguous (NCHW)", "compile": self.compile,
+                "fused_bn": self.fast, "bn_folded": self.folded, "batchnorms": self.batchnorms}
 
-    def infer(inp):
-        with torch.inference_mode(), fastpath.autocast(device, fast):
-            return net(inp)
 
-    infer_m = measure(lambda: infer(x_inf), opts, opts.repeats, f"{label} infer")
-    latency = measure(lambda: infer(x_lat), opts, opts.latency_repeats, f"{label} latency")
-    return {
-        "protocol": {
-            "fast": fast, "dtype": "bf16 autocast" if fast and device == "cuda" else "fp32",
-            "memory_format": "channels_last" if fast else "contiguous (NCHW)",
-            "compile": compile_, "fused_bn": fast, "bn_folded": folded, "batchnorms": bns,
-        },
-        "train": {**train, "images_per_s": batch / train["median_s"]},
-        "infer": {**infer_m, "images_per_s": batch / infer_m["median_s"]},
-        "latency": {**latency, "median_ms": latency["median_s"] * 1e3},
-    }
+def time_runners(runners: list[Runner], opts: BenchOptions, label: str) -> list[dict]:
+    """Train / infer / latency figures of each runner (interleaved when there are several)."""
+    train = measure([r.train_step for r in runners], opts, opts.repeats, f"{label} train")
+    infer = measure([lambda r=r: r.infer(r.x_inf) for r in runners], opts, opts.repeats, f"{label} infer")
+    latency = measure([lambda r=r: r.infer(r.x_lat) for r in runners], opts, opts.latency_repeats, f"{label} latency")
+    return [{"protocol": r.protocol(),
+             "train": {**t, "images_per_s": r.batch / t["median_s"]},
+             "infer": {**i, "images_per_s": r.batch / i["median_s"]},
+             "latency": {**lat, "median_ms": lat["median_s"] * 1e3}}
+            for r, t, i, lat in zip(runners, train, infer, latency)]
 
 
 def timm_counterpart(bm: BenchModel) -> str | None:
@@ -149,26 +162,27 @@ def bench_models(models: list[BenchModel], opts: BenchOptions, vs_timm: bool = F
         ours = bm.build()
         params = count_params(ours)
         twin = timm_counterpart(bm) if vs_timm else None
-        timm_model = None
         if twin:
-            timm_model = build_timm(twin, bm.num_classes)
-            check_same_architecture(ours, timm_model, bm.name, twin)
+            check_same_architecture(ours, build_timm(twin, bm.num_classes), bm.name, twin)
         del ours
         _progress(f"[{i}/{len(models)}] {bm.name} @{size}px batch {opts.batch} ({params / 1e6:.2f}M params)"
-                  f"{' fast path' if opts.fast else ''}")
-        rec = time_model(bm.build, size, bm.num_classes, opts, opts.fast, bm.name)
+                  f"{' fast path' if opts.fast else ''}{f' vs timm {twin} (interleaved)' if twin else ''}")
+        runners = [Runner(bm.build, size, bm.num_classes, opts, opts.fast)]
+        if twin:
+            # timm runs its default path: channels_last/fusion are our fast path, not timm's out-of-box one.
+            runners.append(Runner(lambda: build_timm(twin, bm.num_classes), size, bm.num_classes, opts, False))
+        recs = time_runners(runners, opts, bm.name)
+        del runners
         entry = {"name": bm.name, "impl": "repro", "paper": bm.paper, "model": bm.model, "args": bm.args,
-                 "label": bm.label, "params": params, "image_size": size, "batch": opts.batch, **rec}
+                 "label": bm.label, "params": params, "image_size": size, "batch": opts.batch, **recs[0]}
         entries.append(entry)
         _progress("    ours: " + _summary(entry))
-        if timm_model is None:
+        if not twin:
             if vs_timm:
                 _progress("    timm: no counterpart for this model")
             continue
-        # timm runs its default path: channels_last/fusion are our fast path, not timm's out-of-box one.
-        trec = time_model(lambda: build_timm(twin, bm.num_classes), size, bm.num_classes, opts, False, f"timm:{twin}")
         tentry = {"name": f"timm:{twin}", "impl": "timm", "model": twin, "args": {}, "label": f"timm twin of {bm.name}",
-                  "params": params, "image_size": size, "batch": opts.batch, **trec}
+                  "params": params, "image_size": size, "batch": opts.batch, **recs[1]}
         entries.append(tentry)
         ratio = {
             "ours": bm.name, "timm": twin, "params": params, "ours_fast": opts.fast,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 TABLE, ROW, COLUMN, PRESET = "papers/shufflenet/table2", "0.25x", "g=3", "test"
 TARGET_S = 1.0
-CKPT, WANDB_INIT = "checkpoint saves (in fit)", "W&B init (in fit)"
+CKPT, WANDB_INIT = "checkpoint saves (in fit)", "wandb.init (in logger start)"
 NESTED = (CKPT, WANDB_INIT, "fit minus steps", "optimizer steps")  # parts of fit, not added to the total
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def bench_files(store) -> list[Path]:
-    root = Path(getattr(store, "root", store))
+    # A Store has .root; a path is the store folder itself (careful: pathlib paths have a .root too).
+    root = Path(store) if isinstance(store, (str, Path)) else Path(store.root)
     return sorted((root / "bench").glob("*.json"))
 
 
@@ -31,7 +32,8 @@ def render_bench_markdown(store) -> str:
 
 
 def _protocol_line(p: dict) -> str:
-    keys = ("device", "device_name", "threads", "batch", "image_size", "warmup", "repeats", "fast", "compile", "torch", "timm")
+    keys = ("device", "device_name", "threads", "batch", "image_size", "warmup", "repeats", "fast", "compile", "torch", "timm",
+            "load_average_1min")
     return "Protocol: " + ", ".join(f"{k} {p[k]}" for k in keys if k in p)
 
 

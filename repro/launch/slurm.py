@@ -20,6 +20,7 @@ Either way the restarted job finds the same run folder (the cell id), resumes fr
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -97,12 +98,13 @@ def query_jobs(job_ids: list[str]) -> dict[str, str] | None:
     """SLURM's state of each job ("" when SLURM has forgotten it); None when no SLURM answers."""
     if not job_ids:
         return {}
-    if shutil.which("squeue") is None:
-        return None
+    conf = os.environ.get("SLURM_CONF")
+    if shutil.which("squeue") is None or (conf and not Path(conf).is_file()):
+        return None  # (with a missing SLURM_CONF, squeue would retry for a minute before failing)
     states: dict[str, str] = {}
     try:
         proc = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T"],
-                              capture_output=True, text=True, timeout=30)
+                              capture_output=True, text=True, timeout=15)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if proc.returncode == 0:
@@ -119,7 +121,7 @@ def query_jobs(job_ids: list[str]) -> dict[str, str] | None:
 
 def _scontrol_state(job_id: str) -> str:
     try:
-        proc = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=15)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     m = re.search(r"\bJobState=(\S+)", proc.stdout) if proc.returncode == 0 else None

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 
 from repro.store import Store
+from repro.store.store import read_json
 
 ORDER = ("pending", "submitted", "running", "done", "failed", "cancelled")
 
@@ -32,8 +33,9 @@ def cell_statuses(cells, store: Store) -> tuple[dict[str, dict], str]:
             continue
         rows[cell.id] = {"status": state.status, "job_id": state.job_id, "step": state.step, "message": state.message,
                          "updated": state.updated}
-        if state.status == "done":
+        if state.status == "done":  # Store.state() reports just "done"; the job that did it is in state.json
             rows[cell.id]["step"] = (store.result(cell.id) or {}).get("steps", state.step)
+            rows[cell.id]["job_id"] = (read_json(store.run_dir(cell.id) / "state.json") or {}).get("job_id")
         elif state.launcher == "slurm" and state.job_id:
             slurm_jobs[cell.id] = state.job_id
     if not slurm_jobs:

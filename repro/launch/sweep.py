@@ -115,19 +115,22 @@ def sweep_cell(spec: SweepSpec, path: Path, overrides: dict):
 
 
 def tune_reporter(metric: str, cell_id: str):
-    """A Lightning callback reporting the validation metric to Tune at every evaluation (for ASHA)."""
+    """A Lightning callback reporting the validation metric to Tune at evaluations during training.
+
+    Not at the last step: a report at ASHA's max_t ends the trial at once (Tune stops the trial's
+    thread inside `tune.report`), before run_cell could write the result. The final metric is
+    reported by the trainable once the result is in the store.
+    """
     import pytorch_lightning as pl
     from ray import tune
 
     class TuneReporter(pl.Callback):
-        reported = False
-
         def on_validation_end(self, trainer, pl_module):
             value = trainer.callback_metrics.get(f"val/{metric}")
-            if value is None or trainer.sanity_checking or not trainer.is_global_zero:
+            if (value is None or trainer.sanity_checking or not trainer.is_global_zero
+                    or trainer.state.fn != "fit" or trainer.global_step >= trainer.max_steps):
                 return
             tune.report({metric: float(value), "step": int(trainer.global_step), "cell_id": cell_id})
-            self.reported = True
 
     return TuneReporter()
 
@@ -142,11 +145,15 @@ def run_trial(config: dict, spec_path: str, store_root: str, data_root: str | No
     path = Path(spec_path)
     spec = load_sweep(path)
     table, cell = sweep_cell(spec, path, {**spec.set, **config})
-    reporter = tune_reporter(spec.metric, cell.id)
-    opts = RunOptions(store=Store(store_root), data_root=data_root, wandb_mode=wandb_mode, extra_callbacks=[reporter])
-    result = run_cell(table, cell, opts)
-    if not reporter.reported:  # already in the store: its final metric is this trial's only report
-        tune.report({spec.metric: result["metrics"][spec.metric], "step": result["steps"], "cell_id": cell.id})
+    store = Store(store_root)
+    opts = RunOptions(store=store, data_root=data_root, wandb_mode=wandb_mode,
+                      extra_callbacks=[tune_reporter(spec.metric, cell.id)])
+    try:
+        result = run_cell(table, cell, opts)  # an already finished cell returns its stored result
+    except SystemExit:  # the scheduler stopped this trial inside tune.report: not a failed run
+        store.set_state(cell.id, "pending", message="stopped early by the sweep's scheduler; checkpoint kept")
+        raise
+    tune.report({spec.metric: result["metrics"][spec.metric], "step": result["steps"], "cell_id": cell.id})
 
 
 def run_sweep(args) -> int:

@@ -104,13 +104,31 @@ class PaperDir:
         return importlib.import_module(f"{self.package}.models")
 
 
+# Parsed folders and tables, reused while their files are unchanged: the report and init_from
+# resolution load the same YAML many times in one process.
+_PAPERS: dict[Path, tuple[tuple, "PaperDir"]] = {}
+_TABLES: dict[Path, tuple[tuple, "Table"]] = {}
+
+
+def _mtimes(*paths: Path) -> tuple:
+    return tuple(p.stat().st_mtime_ns if p.exists() else None for p in paths)
+
+
+def _paper_dir(path: Path) -> PaperDir:
+    stamp = _mtimes(path / "published.yaml", path / "presets.yaml")
+    cached = _PAPERS.get(path)
+    if cached is None or cached[0] != stamp:
+        cached = _PAPERS[path] = (stamp, PaperDir(path))
+    return cached[1]
+
+
 def list_papers() -> list[PaperDir]:
     found = {}
     for root in papers_roots():
         if root.is_dir():
             for p in sorted(root.iterdir()):
                 if (p / "__init__.py").exists() and (p / "published.yaml").exists():
-                    found.setdefault(p.name, PaperDir(p))
+                    found.setdefault(p.name, _paper_dir(p))
     return list(found.values())
 
 
@@ -152,9 +170,14 @@ def resolve_table(ref: str) -> tuple[PaperDir, str]:
 def load_table(ref: str) -> Table:
     paper, name = resolve_table(ref)
     path = paper.path / f"{name}.yaml"
+    stamp = (_mtimes(path), id(paper))
+    cached = _TABLES.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
     spec = validate(TableSpec, read_yaml(path), path)
     table = Table(paper, name, spec)
     check_against_published(table)
+    _TABLES[path] = (stamp, table)
     return table
 
 

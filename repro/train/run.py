@@ -134,7 +134,7 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
     if rank_zero:  # other DDP ranks must not touch rank 0's files (its pid in state.json marks it live)
         store.clean_temporaries(cell.id)  # we own the cell now: leftovers are from a killed writer
         store.write_config(cell.id, cell.resolved_config())
-        store.set_state(cell.id, "running", step=0, job_id=slurm_job_id())
+        store.set_state(cell.id, "running", step=0, **_job_fields(store.state(cell.id)))
     started = time.time()
     stop_request = _SigtermFlag()
     try:
@@ -213,6 +213,17 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
     if trainer.is_global_zero:
         store.write_result(cell.id, result)
     return result
+
+
+def _job_fields(previous) -> dict:
+    """Which job runs the cell, for `repro status`: the SLURM job we are in; else keep the id another
+    launcher recorded (a Ray task's), but drop a SLURM job's id when a run outside SLURM took over."""
+    job = slurm_job_id()
+    if job:
+        return {"job_id": job, "launcher": "slurm"}
+    if previous is not None and previous.launcher == "slurm":
+        return {"job_id": None, "launcher": None}
+    return {}
 
 
 def _gather_from_ranks(trainer, metrics: dict) -> list[dict]:
