@@ -61,8 +61,8 @@ def test_backbone_parameter_names_match_the_classifier():
 
 
 # ------------------------------------------------------------------ detectors
-KNOBS = dict(rpn_pre_nms_top_n_train=50, rpn_post_nms_top_n_train=20, rpn_pre_nms_top_n_test=50,
-             rpn_post_nms_top_n_test=20, box_batch_size_per_image=16, fpn_channels=32, head_dim=64)
+KNOBS = {"rpn_pre_nms_top_n_train": 50, "rpn_post_nms_top_n_train": 20, "rpn_pre_nms_top_n_test": 50,
+         "rpn_post_nms_top_n_test": 20, "box_batch_size_per_image": 16, "fpn_channels": 32, "head_dim": 64}
 
 
 @pytest.mark.parametrize("paper,kind,args", [
@@ -197,3 +197,20 @@ def test_mmdet_config_builds_the_fasternet_mask_rcnn():
     assert [f.shape[1] for f in feats] == cfg.model.neck.in_channels
     detector = MODELS.build(cfg.model)
     assert detector.backbone.strides == [4, 8, 16, 32]
+
+
+@pytest.mark.slow
+def test_init_from_loads_a_real_classification_checkpoint(cli, tmp_path):
+    """The Lightning checkpoint a table2 run writes initialises Table 7's 1x backbone."""
+    from repro.train.detection import build_detector, init_backbone
+
+    store = tmp_path / "store"
+    out = cli("run", "papers/shufflenet/table2", "--preset", "test", "--only", "1x|g=3", "--store", str(store),
+              "--no-report", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    table, cell = _table7_cell()
+    model = build_detector(table, cell)
+    info = init_backbone(model, table, cell, Store(store))
+    assert info["init_loaded_tensors"] == len(model.backbone.body.state_dict())
+    saved = torch.load(Store(store).checkpoint_path(cell.init_from_cell), weights_only=True)["state_dict"]
+    torch.testing.assert_close(model.backbone.body.stem[0][0].weight, saved["model.stem.0.0.weight"])
