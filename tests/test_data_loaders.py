@@ -197,7 +197,7 @@ def test_svhn_loads(tmp_path):
     _svhn_mat(tmp_path / "train_32x32.mat", [1, 10, 5, 10])
     _svhn_mat(tmp_path / "test_32x32.mat", [3, 4])
     train = svhn.build({"name": "svhn", "image_size": 32}, "train", tmp_path)
-    assert train.targets.tolist() == [1, 0, 5, 0]  # label 10 is the digit 0
+    assert train.targets == [1, 0, 5, 0]  # label 10 is the digit 0
     assert tuple(train.images[0, 0, 1]) == (255, 0, 0) and train.images.shape == (4, 32, 32, 3)
     image, label = svhn.build({"name": "svhn", "image_size": 32}, "val", tmp_path)[1]
     assert image.shape == (3, 32, 32) and label == 4

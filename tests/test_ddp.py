@@ -26,7 +26,7 @@ def test_two_process_cpu_ddp_records_world_size_and_ranks_agree(tmp_path):
             "--store", str(store), "--no-report", "--no-progress"]
     proc = subprocess.Popen([sys.executable, "-m", "repro", *args], cwd=REPO, env=os.environ.copy(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stdout, stderr = proc.communicate(timeout=300)
+    _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
 
     results = list(store.glob("*/result.json"))

@@ -65,7 +65,7 @@ def test_submit_returns_at_once_results_land_and_rerun_submits_nothing(slurm_clu
     out, jobs = submit(cli, slurm_cluster, store, *only)
     assert len(jobs) == 2, out.stdout
     assert time.monotonic() - started < 30  # it submits and returns; it does not wait for training
-    cells = re.findall(r"^\s+([0-9a-f]{16}) ", out.stdout, flags=re.M)
+    cells = re.findall(r"^\s+([0-9a-f]{16}) ", out.stdout, flags=re.MULTILINE)
     assert {state(store, c)["launcher"] for c in cells} == {"slurm"}
     assert {state(store, c)["job_id"] for c in cells} <= set(jobs) | {None}  # a started job may write first
 
@@ -87,7 +87,7 @@ def test_requeued_job_resumes_from_its_checkpoint_and_finishes_once(slurm_cluste
     out, jobs = submit(cli, slurm_cluster, store, "--only", "0.25x|g=4", "--set", "train.max_steps=30",
                        "--set", "train.checkpoint_every_steps=5")
     (job,) = jobs
-    cell = re.findall(r"^\s+([0-9a-f]{16}) ", out.stdout, flags=re.M)[0]
+    cell = re.findall(r"^\s+([0-9a-f]{16}) ", out.stdout, flags=re.MULTILINE)[0]
     # The job writes step 1 to state.json once training runs; SIGTERM then saves a checkpoint.
     wait_for(lambda: (state(store, cell).get("step") or 0) >= 1, 120, f"training to start; logs:\n{job_log(store)}")
     slurm_cluster.run("scontrol", "requeue", job)
@@ -108,7 +108,7 @@ def test_requeued_job_resumes_from_its_checkpoint_and_finishes_once(slurm_cluste
 def test_cancelled_job_shows_cancelled_and_is_submitted_again(slurm_cluster, cli, tmp_path):
     store = tmp_path / "store"
     args = ["--only", "0.25x|g=1", "--set", "train.max_steps=100000"]
-    out, (job,) = submit(cli, slurm_cluster, store, *args)
+    _, (job,) = submit(cli, slurm_cluster, store, *args)
     slurm_cluster.wait_state(job, "RUNNING", timeout=60)
     slurm_cluster.run("scancel", job)
     slurm_cluster.wait_state(job, "CANCELLED", timeout=60)

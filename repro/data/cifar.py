@@ -69,10 +69,12 @@ def _read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), [int(x) for x in labels]
 
 
-class CIFAR10(torch.utils.data.Dataset):
-    def __init__(self, images: np.ndarray, labels: list[int], classes: list[str], transform):
+class InMemoryImages(torch.utils.data.Dataset):
+    """HWC uint8 images held in memory (CIFAR-10, SVHN): nothing can fail after loading."""
+
+    def __init__(self, images: np.ndarray, labels, classes: list[str], transform):
         self.images = np.ascontiguousarray(images)
-        self.targets = labels
+        self.targets = [int(t) for t in labels]
         self.classes = classes
         self.transform = transform
 
@@ -80,11 +82,10 @@ class CIFAR10(torch.utils.data.Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int):
-        image = Image.fromarray(self.images[index])
-        return self.transform(image), self.targets[index]
+        return self.transform(Image.fromarray(self.images[index])), self.targets[index]
 
 
-def build(cfg: dict, split: str, root: Path) -> CIFAR10:
+def build(cfg: dict, split: str, root: Path) -> InMemoryImages:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"CIFAR-10 folder {root} does not exist; expected {LAYOUT}")
@@ -105,4 +106,4 @@ def build(cfg: dict, split: str, root: Path) -> CIFAR10:
         if names:
             classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
-    return CIFAR10(images, labels, classes, classification_transforms(cfg, train=split == "train"))
+    return InMemoryImages(images, labels, classes, classification_transforms(cfg, train=split == "train"))

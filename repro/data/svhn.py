@@ -14,9 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
+from repro.data.cifar import InMemoryImages
 from repro.data.transforms import classification_transforms
 from repro.errors import DataError
 
@@ -49,22 +48,7 @@ def _load_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-class SVHN(torch.utils.data.Dataset):
-    classes = [str(d) for d in range(10)]
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
-        self.images = images
-        self.targets = labels
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int):
-        return self.transform(Image.fromarray(self.images[index])), int(self.targets[index])
-
-
-def build(cfg: dict, split: str, root: Path) -> SVHN:
+def build(cfg: dict, split: str, root: Path) -> InMemoryImages:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"SVHN folder {root} does not exist; expected {LAYOUT}")
@@ -76,4 +60,5 @@ def build(cfg: dict, split: str, root: Path) -> SVHN:
     parts = [_load_mat(root / name) for name in files]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
-    return SVHN(images, labels, classification_transforms(cfg, train=split == "train"))
+    digits = [str(d) for d in range(10)]
+    return InMemoryImages(images, labels, digits, classification_transforms(cfg, train=split == "train"))

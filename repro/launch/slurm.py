@@ -104,7 +104,7 @@ def query_jobs(job_ids: list[str]) -> dict[str, str] | None:
     states: dict[str, str] = {}
     try:
         proc = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T"],
-                              capture_output=True, text=True, timeout=15)
+                              capture_output=True, text=True, timeout=15, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if proc.returncode == 0:
@@ -121,7 +121,8 @@ def query_jobs(job_ids: list[str]) -> dict[str, str] | None:
 
 def _scontrol_state(job_id: str) -> str:
     try:
-        proc = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=15)
+        proc = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=15,
+                              check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     m = re.search(r"\bJobState=(\S+)", proc.stdout) if proc.returncode == 0 else None
@@ -146,9 +147,9 @@ def make_executor(args, store: Store, cpus_per_task: int):
     import submitit
 
     executor = submitit.SlurmExecutor(folder=store.root / ".slurm" / "%j", python=sys.executable)
-    params = dict(job_name="repro", time=slurm_minutes(args.time), nodes=args.nodes,
-                  ntasks_per_node=args.gpus or args.cpus or 1, cpus_per_task=cpus_per_task,
-                  signal_delay_s=120, additional_parameters={"requeue": True})
+    params = {"job_name": "repro", "time": slurm_minutes(args.time), "nodes": args.nodes,
+              "ntasks_per_node": args.gpus or args.cpus or 1, "cpus_per_task": cpus_per_task,
+              "signal_delay_s": 120, "additional_parameters": {"requeue": True}}
     if args.partition:
         params["partition"] = args.partition
     if args.account:
