@@ -54,8 +54,9 @@ def toy_table(toy_root: Path, name: str, text: str, published: str | None = None
 
 
 def check_one_line_error(capsys, argv, *needles, store: Path | None = None):
-    before = sorted(p.name for p in store.rglob("*")) if store is not None and store.exists() else None
-    rc = main(argv) if True else None
+    files = lambda: sorted(str(p) for p in store.rglob("*") if p.is_file()) if store.exists() else []  # noqa: E731
+    before = files() if store is not None else None
+    rc = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0
     assert len(err) == 1, err
@@ -63,8 +64,7 @@ def check_one_line_error(capsys, argv, *needles, store: Path | None = None):
     for needle in needles:
         assert needle in err[0], err[0]
     if store is not None:
-        after = sorted(p.name for p in store.rglob("*")) if store.exists() else None
-        assert after == before
+        assert files() == before, "the store must be left as it was"
     return err[0]
 
 
@@ -212,3 +212,19 @@ def test_truncated_cifar_pickle(capsys, tmp_path):
 def test_cli_subprocess_prints_no_traceback(tmp_path):
     out = run_cli("run", "papers/shufflenet/table2", "--preset", "nope", "--store", str(tmp_path))
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+
+
+def test_slurm_requested_but_unreachable(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-such-slurm.conf"))
+    if __import__("shutil").which("sbatch") is None:
+        needle = "not on PATH"
+    else:
+        needle = "no SLURM controller reachable"
+    check_one_line_error(capsys, [*RUN, "papers/shufflenet/table2", "--preset", "test", "--launcher", "slurm",
+                                  "--store", str(tmp_path / "s")], needle, store=tmp_path / "s")
+
+
+def test_ray_requested_but_unreachable(capsys, tmp_path):
+    check_one_line_error(capsys, [*RUN, "papers/shufflenet/table2", "--preset", "test", "--launcher", "ray",
+                                  "--ray-address", "127.0.0.1:1", "--store", str(tmp_path / "s")],
+                         "no Ray cluster answers", store=tmp_path / "s")

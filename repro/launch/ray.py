@@ -29,6 +29,22 @@ FORWARDED_ENV = ("REPRO_WANDB", "REPRO_DATA_ROOT", "REPRO_PAPERS", "WANDB_MODE",
 UNIX_SOCKET_MAX = 100  # Ray puts sockets under its temp dir; AF_UNIX paths must stay under 108 bytes
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Knock on the head's GCS port first: ray.init retries an absent cluster for minutes."""
+    import socket
+
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r}: expected HOST:PORT of a Ray head, e.g. 10.0.0.5:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+                          "start one with `ray start --head` or omit --ray-address for a local one") from None
+
+
 def start_ray(address: str | None, num_cpus: int | None, store: Store):
     """Connect to `address`, or start a private local cluster; returns the ray module."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -39,6 +55,7 @@ def start_ray(address: str | None, num_cpus: int | None, store: Store):
     if ray.is_initialized():
         return ray
     if address:
+        check_reachable(address)
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
         return ray
     temp_dir = store.root / ".ray"

@@ -160,6 +160,23 @@ def make_executor(args, store: Store, cpus_per_task: int):
     return executor
 
 
+def check_controller_reachable(timeout_s: float = 10.0) -> None:
+    """Ask slurmctld before touching the store, so an unreachable cluster is one clear line."""
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).is_file():  # scontrol would retry for a minute before saying so
+        raise ConfigError(f"--launcher slurm: no SLURM controller reachable (SLURM_CONF={conf} does not exist)")
+    try:
+        out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=timeout_s)
+    except FileNotFoundError:
+        raise ConfigError("--launcher slurm: `scontrol` is not on PATH; run on a SLURM login node") from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"--launcher slurm: the SLURM controller did not answer `scontrol ping` within {timeout_s:.0f} s") from None
+    if out.returncode != 0 or "UP" not in out.stdout:
+        detail = [line for line in (out.stderr or out.stdout).splitlines() if line.strip()]
+        raise ConfigError("--launcher slurm: no SLURM controller reachable "
+                          f"({detail[-1].strip() if detail else 'scontrol ping failed'}); check SLURM_CONF or run on a login node")
+
+
 def launch_slurm(args, table, todo: Plan, store: Store) -> int:
     from repro.cli import _parse_set
 
@@ -170,6 +187,7 @@ def launch_slurm(args, table, todo: Plan, store: Store) -> int:
         return 0
     if shutil.which("sbatch") is None:
         raise ConfigError("--launcher slurm: `sbatch` is not on PATH; run on a SLURM login node")
+    check_controller_reachable()
     workers = max(1, todo.todo[0].preset.train.model_dump().get("num_workers") or 1)
     executor = make_executor(args, store, cpus_per_task=workers)
     jobs_for = [CellJob(table_ref=args.table, preset=args.preset, seeds=args.seeds, overrides=_parse_set(args.set),

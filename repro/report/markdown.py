@@ -118,7 +118,7 @@ def _table_markdown(t: dict, base: Path) -> list[str]:
     ]
     if t["plot"]:
         lines += ["", f"![{t['id']}: ours vs published]({t['plot']})"]
-    lines += ["", "| row | column | published | ours | Δ | verdict |", "|---|---|---|---|---|---|"]
+    lines += ["", f"| row | column | published | ours (`{paper}` preset) | Δ | verdict |", "|---|---|---|---|---|---|"]
     for c in t["cells"]:
         run = _comparable_run(c, t)
         lines.append(f"| {_esc(c['row'])} | {_esc(c['column'])} | {_published(c)} | {_ours(run, base) if run else '—'} | "

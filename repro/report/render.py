@@ -35,6 +35,10 @@ def write_report(store: Store, out: Path, tables: list[str] | None = None, plots
         png = accuracy_vs_flops_plot(report, base / PLOT_DIR / "accuracy_vs_mflops.png")
         summary_plot = png.relative_to(base).as_posix() if png else None
     report["summary_plot"] = summary_plot
-    atomic_write_text(out, render_markdown(report, base, summary_plot))
+    from repro.bench import render_bench_markdown
+
+    # Measured speed sits beside the accuracy tables: `repro bench` writes <store>/bench/*.json.
+    performance = render_bench_markdown(store)
+    atomic_write_text(out, render_markdown(report, base, summary_plot) + (f"\n{performance}\n" if performance else ""))
     atomic_write_text(base / "report.json", json.dumps(report, indent=2, sort_keys=False, default=str) + "\n")
     return report
