@@ -72,7 +72,7 @@ def test_kill_training_at_checkpoint_boundaries_then_resume(tmp_path):
     """8 kills, each right after a new checkpoint lands mid-training; resumes never redo finished steps."""
     store = tmp_path / "store"
     args = ["run", "papers/shufflenet/table2", "--preset", "test", "--only", "0.25x|g=8",
-            "--set", "train.max_steps=24", "--set", "train.checkpoint_every_steps=2", "--store", str(store),
+            "--set", "train.max_steps=48", "--set", "train.checkpoint_every_steps=2", "--store", str(store),
             "--no-report", "--no-progress"]
     rng, kills, last_step, deadline = random.Random(7), 0, 0, time.time() + 150
     while kills < 8 and time.time() < deadline and not list(store.glob("*/result.json")):
@@ -94,7 +94,7 @@ def test_kill_training_at_checkpoint_boundaries_then_resume(tmp_path):
     out = run_cli(*args)
     assert out.returncode == 0, out.stderr
     result = json.loads(next(store.glob("*/result.json")).read_text())
-    assert result["steps"] == 24 and result["resumed_from_step"] >= last_step
+    assert result["steps"] == 48 and result["resumed_from_step"] >= last_step
 
 
 def test_nan_loss_fails_the_cell_without_a_result(tmp_path):

@@ -63,7 +63,7 @@ def test_cell_identity_depends_on_seed_preset_and_overrides():
     assert len({c.id for c in one}) == 30 and len({c.group_key for c in one}) == 15
     assert expand_cells(table, "proxy")[0].id == one[0].id  # stable across calls
     assert expand_cells(table, "test")[0].id != one[0].id
-    assert expand_cells(table, "proxy", overrides={"train.lr": 0.1})[0].id != one[0].id
+    assert expand_cells(table, "proxy", overrides={"train.lr": 0.123})[0].id != one[0].id
 
 
 @pytest.mark.parametrize("ref,message", [

@@ -54,7 +54,8 @@ def validate(schema, data, path: Path):
         err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise SpecError(f"{path}: {loc}: {err['msg']}{more}") from None
+        message = f"{path}: {loc}: {err['msg']}{more}"
+        raise SpecError(" ".join(message.split())) from None  # one line, whatever the keys hold
 
 
 @dataclass(frozen=True)
