@@ -15,14 +15,11 @@ def run_local(table: Table, cells: list[Cell], opts: RunOptions, progress: bool 
 
     results, failed = [], []
     bar = tqdm(total=len(cells), desc=table.id, unit="cell", file=sys.stderr, disable=not progress, dynamic_ncols=True)
-    store = opts.store
     for cell in cells:
         bar.set_postfix_str(f"{cell.row} | {cell.column} (seed {cell.seed}) starting")
 
         def report(step, total, loss, cell=cell):
             bar.set_postfix_str(f"{cell.row} | {cell.column} step {step}/{total}" + (f" loss {loss:.3f}" if loss is not None else ""))
-            if step % 20 == 0:
-                store.set_state(cell.id, "running", step=step)
 
         opts.progress = report
         try:

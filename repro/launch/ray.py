@@ -70,20 +70,11 @@ def start_ray(address: str | None, num_cpus: int | None, store: Store):
 def run_cell_task(table_ref: str, preset: str, seeds: int, overrides: dict, cell_id: str, store_root: str,
                   data_root: str | None, wandb_mode: str | None, accelerator: str) -> dict:
     """Body of a Ray task: one cell, found again by id (the worker imports the paper's models by name)."""
-    from repro.spec import expand_cells, load_table
+    from repro.spec.cells import find_cell
     from repro.train.run import RunOptions, run_cell
 
-    table = load_table(table_ref)
-    cell = next((c for c in expand_cells(table, preset, seeds=seeds, overrides=overrides) if c.id == cell_id), None)
-    if cell is None:
-        raise ConfigError(f"cell {cell_id} is not in {table_ref} [{preset}] on this worker: is its checkout the same?")
-    store = Store(store_root)
-
-    def report(step, total, loss):
-        if step % 20 == 0:
-            store.set_state(cell_id, "running", step=step)
-
-    opts = RunOptions(store=store, data_root=data_root, wandb_mode=wandb_mode, accelerator=accelerator, progress=report)
+    table, cell = find_cell(table_ref, preset, seeds, overrides, cell_id)
+    opts = RunOptions(store=Store(store_root), data_root=data_root, wandb_mode=wandb_mode, accelerator=accelerator)
     return run_cell(table, cell, opts)["metrics"]
 
 

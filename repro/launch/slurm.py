@@ -40,7 +40,6 @@ QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "
 RUNNING = {"RUNNING", "COMPLETING"}
 CANCELLED = {"CANCELLED"}
 FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
-STEP_REPORT_EVERY = 10  # steps between state.json updates, so `repro status` shows progress
 
 
 class CellJob(Checkpointable):
@@ -55,23 +54,14 @@ class CellJob(Checkpointable):
     def __call__(self) -> dict:
         from pytorch_lightning.plugins.environments import SLURMEnvironment
 
-        from repro.spec import expand_cells, load_table
+        from repro.spec.cells import find_cell
         from repro.train.run import RunOptions, run_cell
 
-        table = load_table(self.table_ref)
-        cells = [c for c in expand_cells(table, self.preset, seeds=self.seeds, overrides=self.overrides) if c.id == self.cell_id]
-        if not cells:
-            raise ConfigError(f"cell {self.cell_id} is no longer in {self.table_ref} [{self.preset}]: the spec changed since submission")
-        store = Store(self.store_root)
-
-        def report(step, total, loss):
-            if step % STEP_REPORT_EVERY == 0 or step == 1:  # step 1: training (not start-up) has begun
-                store.set_state(self.cell_id, "running", step=step)
-
-        opts = RunOptions(store=store, data_root=self.data_root, wandb_mode=self.wandb_mode, accelerator=self.accelerator,
-                          devices=self.devices, num_nodes=self.num_nodes, progress=report,
+        table, cell = find_cell(self.table_ref, self.preset, self.seeds, self.overrides, self.cell_id)
+        opts = RunOptions(store=Store(self.store_root), data_root=self.data_root, wandb_mode=self.wandb_mode,
+                          accelerator=self.accelerator, devices=self.devices, num_nodes=self.num_nodes,
                           plugins=[SLURMEnvironment(auto_requeue=False)])  # submitit owns requeue (USR2)
-        return run_cell(table, cells[0], opts)["metrics"]
+        return run_cell(table, cell, opts)["metrics"]
 
     # Checkpointable.checkpoint (resubmit self unchanged) is all preemption needs: the state to
     # resume from is the run folder's last.ckpt, not anything held in this object.

@@ -197,6 +197,18 @@ def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_
     return cells
 
 
+def find_cell(table_ref: str, preset: str, seeds: int, overrides: dict | None, cell_id: str) -> tuple[Table, Cell]:
+    """A cell found again by id on a worker (Ray task, SLURM job): same table, preset, seeds, overrides."""
+    from repro.spec.load import load_table
+
+    table = load_table(table_ref)
+    for cell in expand_cells(table, preset, seeds=seeds, overrides=overrides):
+        if cell.id == cell_id:
+            return table, cell
+    raise ConfigError(f"cell {cell_id} is not in {table_ref} [{preset}] here: "
+                      "the spec changed since submission, or this worker's checkout differs")
+
+
 def build_model(table: Table, cell: Cell, num_classes: int | None = None, meta: bool = False):
     """The cell's nn.Module; a bad argument value becomes a one-line ConfigError.
 

@@ -47,8 +47,25 @@ class AtomicCheckpoint(pl.Callback):
         self.save(trainer)
 
 
+class RecordStep(pl.Callback):
+    """Keep `state.json`'s step current, so `repro status` shows progress whatever launched the run.
+
+    Step 1 marks that training (not start-up) has begun; then every N steps, to bound the writes.
+    """
+
+    def __init__(self, store, cell_id: str, every_n_steps: int = 10):
+        self.store = store
+        self.cell_id = cell_id
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if trainer.is_global_zero and (step == 1 or step % self.every_n_steps == 0):
+            self.store.set_state(self.cell_id, "running", step=step)
+
+
 class StepReporter(pl.Callback):
-    """Report (step, total, loss) to the launcher's progress display and the store's state."""
+    """Report (step, total, loss) to the launcher's progress display."""
 
     def __init__(self, report: Callable[[int, int, float | None], None], every_n_steps: int = 1):
         self.report = report

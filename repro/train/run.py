@@ -121,7 +121,7 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
     import torch
 
     from repro.track.wandb_mirror import make_logger
-    from repro.train.callbacks import AtomicCheckpoint, StepReporter
+    from repro.train.callbacks import AtomicCheckpoint, RecordStep, StepReporter
     from repro.train.provenance import git_commit, hardware
 
     quiet_lightning()
@@ -149,7 +149,7 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
         ckpt = store.checkpoint_path(cell.id)
         every = recipe.get("checkpoint_every_steps") or max(1, steps // 10)
         saver = AtomicCheckpoint(ckpt, every)
-        callbacks = [saver, *opts.extra_callbacks]
+        callbacks = [saver, RecordStep(store, cell.id), *opts.extra_callbacks]
         if world == 1 and stop_request.install():
             callbacks.append(SaveAndStopOnSigterm(saver, stop_request))
         if opts.progress:
