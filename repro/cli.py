@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=_positive_int, default=None)
     sp.add_argument("--threads", type=_positive_int, default=None)
     sp.add_argument("--vs", choices=["timm"], default=None, help="time the same architecture from timm side by side")
-    sp.add_argument("--fast", action="store_true", help="the fast path: channels_last, fused BN, bf16/compile on GPU")
+    sp.add_argument("--fast", action="store_true", help="the fast path: channels_last, fused BN, torch.compile, bf16 on GPU")
     sp.add_argument("--out", default=None, help="results file (default <store>/bench/<target>-<device>.json)")
     add_store(sp)
     from repro.bench import add_extra_bench_arguments

@@ -30,7 +30,8 @@ def _args(**kw) -> argparse.Namespace:
 @pytest.mark.parametrize("fast", [False, True], ids=["default", "fast"])
 def test_bench_writes_json_with_protocol(tmp_path, fast):
     out = tmp_path / "bench" / "tiny.json"
-    assert run_bench(_args(out=str(out), fast=fast)) == 0
+    # compile=False keeps this test quick; the compiled fast path has its own test below.
+    assert run_bench(_args(out=str(out), fast=fast, compile=False)) == 0
     rec = json.loads(out.read_text())
     assert rec["schema"] == "repro.bench/1" and rec["kind"] == "models"
     assert PROTOCOL_FIELDS <= set(rec["protocol"])
@@ -81,6 +82,21 @@ def test_fused_model_matches_unfused(target):
         torch.testing.assert_close(fused(x), ref, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(fast(fastpath.to_input_format(x, True)), ref, rtol=1e-4, atol=1e-4)
     assert model.training is False and fastpath.count_batchnorms(model) > 0  # the input is left untouched
+
+
+def test_compiled_frozen_inference_matches_eager():
+    """The CPU fast path's compile + weight freezing computes what the eager model does (PConv
+    switches to its split/concat forward while compiling, which freezing can trace)."""
+    from papers.fasternet.models import MODELS
+
+    assert fastpath.default_compile("cpu", fast=True) and not fastpath.default_compile("cpu", fast=False)
+    torch.manual_seed(0)
+    model = _randomize_bn(MODELS["fasternet"](embed_dim=8, depths=(1, 1, 1, 1), num_classes=5))
+    x = torch.randn(2, 3, 64, 64)
+    fast = fastpath.prepare_for_inference(model, channels_last=True, compile=True)
+    with torch.inference_mode():
+        ref, got = model(x), fast(fastpath.to_input_format(x, True))
+    assert torch.allclose(ref, got, atol=1e-4, rtol=1e-4), (ref - got).abs().max()
 
 
 def test_channel_shuffle_channels_last_matches_and_keeps_format():

@@ -23,6 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import StochasticDepth
 
+from repro.nn import make_activation
+
 # name: (embed_dim c, depths per stage, activation, max stochastic-depth rate)
 # c, depths and activation: Table 8; stochastic depth: Table 6 ("Stoch. Depth" row).
 VARIANTS: dict[str, dict] = {
@@ -56,7 +58,7 @@ class PartialConv(nn.Module):
       * "split_cat": split -> conv -> cat. Autograd-friendly (no in-place writes), so used in training.
       * "slicing":   copy the input once and overwrite its first channels in place. Only the conv's
                      output is written; the untouched channels are never re-concatenated. Inference only.
-    `forward_mode="auto"` (default) picks split_cat while training and slicing in eval mode.
+    `forward_mode="auto"` (default) picks split_cat while training or compiling, else slicing.
     """
 
     MODES = ("auto", "split_cat", "slicing")
@@ -85,7 +87,10 @@ class PartialConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self.forward_mode
         if mode == "auto":
-            mode = "split_cat" if self.training else "slicing"
+            # The in-place slicing forward saves a copy in eager mode only; under torch.compile
+            # split_cat lets Inductor plan the buffers (and its weight freezing cannot trace the
+            # in-place write).
+            mode = "split_cat" if self.training or torch.compiler.is_compiling() else "slicing"
         return self.forward_slicing(x) if mode == "slicing" else self.forward_split_cat(x)
 
 
@@ -100,7 +105,7 @@ class FasterNetBlock(nn.Module):
         self.mlp = nn.Sequential(
             nn.Conv2d(dim, hidden, 1, bias=False),
             norm(hidden),
-            act(),
+            make_activation(act),
             nn.Conv2d(hidden, dim, 1, bias=False),
         )
         self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()

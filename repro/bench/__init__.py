@@ -49,7 +49,7 @@ def add_bench_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--batch", type=int, default=None, help="batch for throughput (default 8 on CPU, 128 on CUDA)")
     sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's current setting)")
     sp.add_argument("--vs", choices=["timm"], default=None, help="time the same architecture from timm side by side")
-    sp.add_argument("--fast", action="store_true", help="the fast path: channels_last, fused BN, bf16/compile on GPU")
+    sp.add_argument("--fast", action="store_true", help="the fast path: channels_last, fused BN, torch.compile, bf16 on GPU")
     sp.add_argument("--out", default=None, help="results file (default <store>/bench/<target>-<device>.json)")
     add_extra_bench_arguments(sp)
 
@@ -61,7 +61,7 @@ def add_extra_bench_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--repeats", type=int, default=None, help="timed calls; the median is reported (default 5 / 20)")
     sp.add_argument("--latency-repeats", type=int, default=None, help="timed batch-1 calls (default 10 / 50)")
     sp.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                    help="torch.compile on the fast path (default: on for CUDA, off for CPU)")
+                    help="torch.compile on the fast path (default: on; --no-compile skips the compile time)")
     sp.add_argument("--workers", type=int, nargs="*", default=None, help="bench data: worker counts (default 0 1 2)")
     sp.add_argument("--images", type=int, default=None, help="bench data: JPEGs to decode per setting (default 96)")
     sp.add_argument("--gpu-images-per-s", type=float, default=None,
@@ -168,6 +168,7 @@ def _warn_if_busy(threads: int) -> None:
 
 
 def _models_bench(args, models, device: str, threads: int, proto: dict) -> dict:
+    from repro.bench import fastpath
     from repro.bench.models import BenchOptions, bench_models
 
     cuda = device == "cuda"
@@ -179,7 +180,7 @@ def _models_bench(args, models, device: str, threads: int, proto: dict) -> dict:
         warmup=_opt(args, "warmup", 10 if cuda else 2),
         repeats=_opt(args, "repeats", 20 if cuda else 5),
         latency_repeats=_opt(args, "latency_repeats", 50 if cuda else 10),
-        compile=_opt(args, "compile", fast and cuda),
+        compile=_opt(args, "compile", fastpath.default_compile(device, fast)),
     )
     for name in ("batch", "repeats", "latency_repeats", "image_size"):
         value = getattr(opts, name)

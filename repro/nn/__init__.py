@@ -4,8 +4,9 @@ from repro.nn.blocks import (
     ConvBNAct,
     SqueezeExcite,
     channel_shuffle,
+    make_activation,
     make_divisible,
     round_to_multiple,
 )
 
-__all__ = ["ConvBNAct", "SqueezeExcite", "channel_shuffle", "make_divisible", "round_to_multiple"]
+__all__ = ["ConvBNAct", "SqueezeExcite", "channel_shuffle", "make_activation", "make_divisible", "round_to_multiple"]

@@ -41,6 +41,19 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
+def make_activation(act: Callable[[], nn.Module]) -> nn.Module:
+    """`act(inplace=True)` where the activation supports it, else `act()`.
+
+    Every caller applies the activation to a tensor nobody else reads (a BN or conv output), so
+    overwriting it is safe; it saves one allocation and one memory pass per activation, which is
+    most of what separates a naive CPU forward from timm's.
+    """
+    try:
+        return act(inplace=True)
+    except TypeError:  # e.g. nn.GELU, nn.Identity
+        return act()
+
+
 class ConvBNAct(nn.Sequential):
     """Conv -> BatchNorm -> activation (activation optional: pass `act=None`)."""
 
@@ -63,7 +76,7 @@ class ConvBNAct(nn.Sequential):
             nn.BatchNorm2d(out_channels),
         ]
         if act is not None:
-            layers.append(act())
+            layers.append(make_activation(act))
         super().__init__(*layers)
 
 
@@ -79,9 +92,9 @@ class SqueezeExcite(nn.Module):
     ):
         super().__init__()
         self.reduce = nn.Conv2d(channels, reduced_channels, 1, bias=True)
-        self.act = act()
+        self.act = make_activation(act)
         self.expand = nn.Conv2d(reduced_channels, channels, 1, bias=True)
-        self.gate = gate()
+        self.gate = make_activation(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = x.mean((2, 3), keepdim=True)
