@@ -56,6 +56,20 @@ def test_official_parameter_counts():
     assert MEASURED["b0"][0] == 5288548 and MEASURED["b7"][0] == 66347960
 
 
+@pytest.mark.parametrize("variant", list(SCALING))
+def test_same_network_as_the_official_release(variant):
+    """timm's tf_efficientnet_b* load the official TF checkpoints, so their shapes are the release's.
+    Equal params and MACs at each model's resolution show the DEVIATIONS above are the paper's
+    printed rounding, not a different network."""
+    timm = pytest.importorskip("timm")
+    size = SCALING[variant][2]
+    with torch.device("meta"):
+        theirs = timm.create_model(f"tf_efficientnet_{variant}")
+    ours = count_complexity(_meta(MODELS[f"efficientnet_{variant}"]), size)
+    assert ours == count_complexity(theirs, size)
+    assert (ours.params, ours.macs) == MEASURED[variant]
+
+
 def test_compound_scaling_rounding():
     b1 = scaled_stages(*SCALING["b1"][:2])
     assert [s.channels for s in b1] == [16, 24, 40, 80, 112, 192, 320]

@@ -21,7 +21,7 @@ from repro.data.coco_eval import evaluate_coco, to_coco_results
 from repro.errors import ConfigError, RunFailed
 from repro.nn.detection import RUNTIME_KNOBS, load_classification_weights
 from repro.train.data import ClassificationData
-from repro.train.module import ClassificationModule, NonFiniteLoss, lr_lambda
+from repro.train.module import ClassificationModule, NonFiniteLoss
 
 # The 1x schedule of Detectron/mmdet: x0.1 after 8 and after 11 of 12 epochs.
 DEFAULT_LR_STEPS = (8 / 12, 11 / 12)
@@ -38,6 +38,8 @@ class DetectionData(ClassificationData):
 
 
 class DetectionModule(ClassificationModule):
+    default_lr_steps = DEFAULT_LR_STEPS  # mmdet's 1x: x0.1 after epochs 8 and 11 of 12
+
     def __init__(self, model, recipe: dict, total_steps: int, masks: bool = False):
         super().__init__(model, recipe, total_steps)
         self.masks = masks
@@ -95,21 +97,6 @@ class DetectionModule(ClassificationModule):
         logged["val/samples"] = float(len(dataset))
         self.log_dict(logged, sync_dist=False, rank_zero_only=False)
 
-    def configure_optimizers(self):
-        config = super().configure_optimizers()
-        r = self.recipe
-        if r["schedule"] == "step":
-            steps = r.get("extra", {}).get("lr_steps", DEFAULT_LR_STEPS)
-            config["lr_scheduler"]["scheduler"] = torch.optim.lr_scheduler.LambdaLR(
-                config["optimizer"], step_lambda(steps, self.total_steps, r.get("warmup_steps", 0)))
-        return config
-
-
-def step_lambda(fractions, total_steps: int, warmup_steps: int = 0):
-    """Linear warm-up, then x0.1 at each fraction of training (e.g. 8/12 and 11/12 for 1x)."""
-    milestones = sorted(round(f * total_steps) for f in fractions)
-    warm = lr_lambda("constant", total_steps, warmup_steps)
-    return lambda step: warm(step) * 0.1 ** sum(step >= m for m in milestones)
 
 
 # ------------------------------------------------------------------ building the parts of a run

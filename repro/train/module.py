@@ -21,6 +21,10 @@ class NonFiniteLoss(RunFailed):
 
 
 class ClassificationModule(pl.LightningModule):
+    # Milestones of the "step" schedule when the recipe gives no train.extra.lr_steps (None: x0.1
+    # at 1/3 and 2/3 of training, see lr_lambda).
+    default_lr_steps: tuple[float, ...] | None = None
+
     def __init__(self, model: nn.Module, recipe: dict, total_steps: int):
         super().__init__()
         self.model = model
@@ -81,9 +85,21 @@ class ClassificationModule(pl.LightningModule):
             opt = torch.optim.AdamW(params, lr=r["lr"], weight_decay=r["weight_decay"])
         else:  # rmsprop, with EfficientNet's decay/momentum/eps
             opt = torch.optim.RMSprop(params, lr=r["lr"], alpha=0.9, eps=1e-3, momentum=r["momentum"], weight_decay=r["weight_decay"])
-        schedule = lr_lambda(r["schedule"], self.total_steps, r.get("warmup_steps", 0))
+        lr_steps = r.get("extra", {}).get("lr_steps", self.default_lr_steps)
+        if r["schedule"] == "step" and lr_steps:
+            schedule = step_lambda(lr_steps, self.total_steps, r.get("warmup_steps", 0))
+        else:
+            schedule = lr_lambda(r["schedule"], self.total_steps, r.get("warmup_steps", 0))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def step_lambda(fractions, total_steps: int, warmup_steps: int = 0):
+    """Linear warm-up, then x0.1 at each fraction of training (`train.extra.lr_steps`: e.g. 8/12
+    and 11/12 for a detection 1x schedule, 1/2 and 3/4 for He et al.'s CIFAR ResNets)."""
+    milestones = sorted(round(f * total_steps) for f in fractions)
+    warm = lr_lambda("constant", total_steps, warmup_steps)
+    return lambda step: warm(step) * 0.1 ** sum(step >= m for m in milestones)
 
 
 def lr_lambda(schedule: str, total_steps: int, warmup_steps: int = 0):
