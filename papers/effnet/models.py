@@ -15,7 +15,10 @@ kernel notation the last conv is (1, 2) with stride (1, 2): two taps along the a
 The block halves both spatial dimensions, so a network is a chain of blocks.
 
 The comparison networks (our reading of the paper's architecture table, which is an image in the PDF:
-three stages of 64/128/256 channels at 16/8/4 px on 32 px input, flattened into one FC layer):
+three stages of 64/128/256 channels at 16/8/4 px on 32 px input, flattened into one FC layer). A
+secondary transcription of that table (the LeeWise9/Using-EffNet-to-slim-models README) gives the
+same first stage: baseline 3x3x64 conv + max pool; EffNet 1x1x32 -> dw 1x3 + 1-D max pool -> dw 3x1
+-> 2x1x64 with 1-D stride, i.e. the block below at out=64, b=2.
   baseline    3x [3x3 conv -> 2x2 max pool]
   mobilenet   first stage as the baseline (MobileNet keeps an ordinary first layer), then
               2x [3x3 depthwise /2 -> 1x1 conv]
