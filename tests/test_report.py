@@ -59,6 +59,15 @@ def test_cell_verdict_tolerance_and_direction():
     assert V.cell_verdict(None, 93.7, "higher", 0.5, proxy=False) == V.NOT_RUN
 
 
+def test_difference_verdict_is_two_sided():
+    assert V.difference_verdict(2.9, 1.9, 1.0, proxy=False) == V.REPRODUCED
+    assert V.difference_verdict(0.9, 1.9, 1.0, proxy=False) == V.REPRODUCED
+    assert V.difference_verdict(3.0, 1.9, 1.0, proxy=False) == V.NOT_REPRODUCED
+    assert V.difference_verdict(0.8, 1.9, 1.0, proxy=False) == V.NOT_REPRODUCED
+    assert V.difference_verdict(5.0, 1.9, 1.0, proxy=True) == V.PROXY_ONLY
+    assert V.difference_verdict(None, 1.9, 1.0, proxy=False) == V.NOT_RUN
+
+
 def test_summarize_mean_std_n():
     assert V.summarize([]) == {"n": 0, "mean": None, "std": None}
     assert V.summarize([2.0]) == {"n": 1, "mean": 2.0, "std": 0.0}
@@ -140,7 +149,16 @@ def test_multi_seed_partial_and_missing_cells(rendered):
     # no paper-preset run but a proxy one: the paper preset says not run, the headline proxy only
     assert _cell(t, "0.5x (g=3)", "shuffle")["runs"]["paper"]["verdict"] == V.NOT_RUN
     assert _cell(t, "0.5x (g=3)", "shuffle")["verdict"] == V.PROXY_ONLY
-    assert _cell(t, "0.5x (g=3)", "delta")["verdict"].startswith(V.NOT_REPRODUCIBLE + ": derived column")
+    # the derived delta column: no-shuffle mean minus shuffle mean, per preset, nothing trained for it
+    delta = _cell(t, "1x (g=3)", "delta")
+    assert delta["runs"]["paper"]["derived"] and delta["runs"]["paper"]["mean"] == pytest.approx(3.0)  # 36 - 33
+    assert delta["runs"]["paper"]["n"] == 1 and delta["runs"]["paper"]["std"] == pytest.approx(1.0)
+    assert delta["verdict"] == V.NOT_REPRODUCED  # printed 1.9: 1.1 away, tolerance 1.0
+    assert _cell(t, "1x (g=8)", "delta")["runs"]["paper"]["mean"] == pytest.approx(-1.0)
+    assert _cell(t, "0.5x (g=3)", "delta")["runs"]["proxy"]["mean"] == pytest.approx(5.0)
+    assert _cell(t, "0.5x (g=3)", "delta")["verdict"] == V.PROXY_ONLY
+    assert _cell(t, "0.25x (g=8)", "delta")["runs"]["paper"]["mean"] is None
+    assert "| 0.5x (g=3) | 85.00 (n=1)" in rendered.md and "| 5.00 (n=1), derived |" in rendered.md
     proxy = _cell(t, "0.5x (g=3)", "shuffle")["runs"]["proxy"]
     assert proxy["verdict"] == V.PROXY_ONLY and proxy["delta"] is None  # never compared with the paper
 

@@ -90,3 +90,18 @@ def test_bad_overrides(overrides, message):
     preset = load_table("papers/shufflenet/table2").paper.presets["proxy"]
     with pytest.raises(ConfigError, match=message):
         apply_overrides(preset, overrides)
+
+
+@pytest.mark.parametrize("columns, message", [
+    ([{"id": "a"}, {"id": "d", "difference_of": ["a", "zz"]}], "difference_of names 'zz'"),
+    ([{"id": "a"}, {"id": "b", "difference_of": ["a", "a"]}, {"id": "d", "difference_of": ["a", "b"]}],
+     "difference_of names 'b', which is not a trained column"),
+])
+def test_difference_of_must_name_trained_columns(columns, message):
+    from pydantic import ValidationError
+
+    from repro.spec.schema import TableSpec
+
+    with pytest.raises(ValidationError, match=message):
+        TableSpec.model_validate({"table": "t", "title": "t", "metric": {"name": "m", "better": "lower"}, "rows": [{"id": "r"}],
+                                  "columns": columns})

@@ -19,7 +19,8 @@ Schema of report.json (version 1; keys are only ever added, never renamed):
             verdict: headline verdict (see cell_verdicts; "not reproducible" carries ": reason")
             complexity: null | {input_size, params_m, mflops (ours, at the paper's input size),
                                 flops: null|{column, unit, published, ours, verdict}, params: same}
-            runs: {preset: {n, mean, std, values, seeds, delta (ours - published; null for proxy),
+            runs: {preset: {n, mean, std, values, seeds, delta (ours - published; null for proxy), derived (a
+                            difference_of column: mean of one column minus the other's; runs are theirs),
                             verdict, proxy, runs: [{seed, value, cell_id, run_dir, git_commit,
                                                     hardware, preset, steps, wall_time_s, finished_at}]}}
         } ]
@@ -115,12 +116,17 @@ def table_report(table, by_group: dict, store: Store) -> dict:
         if not has_runs and preset_name != paper_preset:
             continue
         out["presets"][preset_name] = {"proxy": preset.proxy, "data": preset.data.name, "description": preset.description}
-        for cell in cells:
+        # Derived cells last: they read the means of the cells they are computed from.
+        for cell in sorted(cells, key=lambda c: c.difference_of is not None):
             key = (cell.row, cell.column)
             if key not in entries:
                 entries[key] = _cell_entry(table, cell, source, published, cx_cols)
-            runs = sorted(by_group.get(cell.group_key, []) if cell.runnable else [], key=lambda r: r.get("seed", 0))
-            entry = _preset_runs(runs, cell, spec, preset.proxy, store)
+            if cell.difference_of:
+                a, b = (entries[(cell.row, col)]["runs"].get(preset_name) for col in cell.difference_of)
+                entry = _difference_runs(a, b, cell, spec, preset.proxy)
+            else:
+                runs = sorted(by_group.get(cell.group_key, []) if cell.runnable else [], key=lambda r: r.get("seed", 0))
+                entry = _preset_runs(runs, cell, spec, preset.proxy, store)
             if entry["n"] or preset_name == paper_preset:
                 entries[key]["runs"][preset_name] = entry
             if entry["mean"] is not None:
@@ -173,6 +179,22 @@ def _preset_runs(runs: list[dict], cell, spec, proxy: bool, store: Store) -> dic
         "delta": stats["mean"] - cell.published if comparable else None,
         "runs": [_provenance(r, value, store) for r, value in zip(kept, values)],
     }
+
+
+def _difference_runs(a: dict | None, b: dict | None, cell, spec, proxy: bool) -> dict:
+    """A derived cell: mean(a) - mean(b) over the seeds both columns ran; std from both columns'
+    spreads (independent runs). Its runs are the source cells' runs."""
+    if not a or not b or not a["n"] or not b["n"]:
+        stats = V.summarize([])
+        runs = []
+    else:
+        stats = {"n": min(a["n"], b["n"]), "mean": a["mean"] - b["mean"],
+                 "std": (a["std"] ** 2 + b["std"] ** 2) ** 0.5}
+        runs = a["runs"] + b["runs"]
+    verdict = V.difference_verdict(stats["mean"], cell.published, spec.tolerance, proxy)
+    comparable = stats["mean"] is not None and cell.published is not None and not proxy
+    return {**stats, "values": [], "seeds": [], "proxy": proxy, "verdict": verdict, "derived": True,
+            "delta": stats["mean"] - cell.published if comparable else None, "runs": runs}
 
 
 def _provenance(result: dict, value: float, store: Store) -> dict:

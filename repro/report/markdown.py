@@ -37,6 +37,8 @@ def _ours(run: dict | None, base: Path) -> str:
     if not run or not run["n"]:
         return "not run"
     text = f"{run['mean']:.2f}" + (f" ± {run['std']:.2f}" if run["n"] > 1 else "") + f" (n={run['n']})"
+    if run.get("derived"):  # its runs are the two source cells', linked from their own columns
+        return f"{text}, derived"
     links = " ".join(f"[s{r['seed']}]({_link(r['run_dir'], base)})" for r in run["runs"])
     return f"{text} {links}"
 
@@ -188,7 +190,7 @@ def _proxy_grid(t: dict, preset: str, info: dict, base: Path) -> list[str]:
                 texts.append("")
             elif cell["model"] is None:
                 texts.append("other paper")
-            elif cell["skip"]:
+            elif cell["skip"] and not (cell["runs"].get(preset) or {}).get("derived"):
                 texts.append("skipped")
             else:
                 texts.append(_ours(cell["runs"].get(preset), base))

@@ -70,6 +70,18 @@ def cell_verdict(ours: float | None, published: float | None, better: str, toler
     return REPRODUCED if gap_to_paper(ours, published, better) <= tolerance + 1e-9 else NOT_REPRODUCED
 
 
+def difference_verdict(ours: float | None, published: float | None, tolerance: float, proxy: bool) -> str:
+    """A derived difference (e.g. no-shuffle minus shuffle error) has no better direction: it is
+    reproduced when it lands within the tolerance of the printed one on either side."""
+    if proxy:
+        return PROXY_ONLY if ours is not None else NOT_RUN
+    if published is None:
+        return NOT_TRANSCRIBED
+    if ours is None:
+        return NOT_RUN
+    return REPRODUCED if abs(ours - published) <= tolerance + 1e-9 else NOT_REPRODUCED
+
+
 def printed_decimals(value: float) -> int:
     """Decimals the paper printed, as far as the YAML number tells.
 

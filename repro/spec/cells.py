@@ -42,6 +42,7 @@ class Cell:
     skip: str | None = None
     init_from: str | None = None  # "<paper>/<table>:<row>|<column>" as the spec writes it
     init_from_cell: str | None = None  # the id of that cell under the same preset family
+    difference_of: tuple[str, str] | None = None  # a derived column: (a, b) = a minus b, by the report
     paper: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -176,6 +177,8 @@ def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_
                     model, args = level.model, {}
                 args.update(level.args)
             skip = (over.skip if over else None) or row.skip or col.skip
+            if col.difference_of and not skip:
+                skip = f"derived: '{col.difference_of[0]}' minus '{col.difference_of[1]}', computed by the report"
             values = published.rows[row.id].values
             complexity = None
             if spec.complexity and spec.complexity.column:
@@ -192,7 +195,7 @@ def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_
                     published_note=notes.get((row.id, col.id)) or notes.get((row.id, None)) or "",
                     published_complexity=complexity,
                     complexity_input_size=row.input_size or (spec.complexity.input_size if spec.complexity else 224),
-                    skip=skip, init_from=init_from, init_from_cell=init_from_cell, paper=table.paper.name,
+                    skip=skip, difference_of=col.difference_of, init_from=init_from, init_from_cell=init_from_cell, paper=table.paper.name,
                 ))
     return cells
 

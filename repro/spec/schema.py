@@ -111,6 +111,9 @@ class Axis(Strict):
     args: dict[str, Any] = {}
     skip: Optional[str] = None
     input_size: Optional[int] = None
+    # A column the paper derives from two others, [a, b] = "a minus b" per row (ShuffleNet's
+    # Table 3 delta). Nothing is trained for it: the report subtracts the two cells' means.
+    difference_of: Optional[tuple[str, str]] = None
 
     @field_validator("id", mode="before")
     @classmethod
@@ -175,6 +178,13 @@ class TableSpec(Strict):
             if dupes:
                 raise ValueError(f"duplicate {axis[:-1]} ids {sorted(dupes)}")
         row_ids, col_ids = {r.id for r in self.rows}, {c.id for c in self.columns}
+        if any(r.difference_of for r in self.rows):
+            raise ValueError("difference_of is for columns only")
+        derived = {c.id for c in self.columns if c.difference_of}
+        for c in self.columns:
+            for source in c.difference_of or ():
+                if source not in col_ids or source in derived:
+                    raise ValueError(f"column {c.id!r}: difference_of names {source!r}, which is not a trained column")
         seen = set()
         for c in self.cells:
             if c.row not in row_ids or c.column not in col_ids:
