@@ -10,7 +10,8 @@ Nothing in run_cell is changed; the wrappers are removed afterwards.
 Result fields (kind "overhead"): cell, steps, wandb_mode, runs [{wandb_mode, total_s, steps_s,
 phases_s, overhead_s, overhead_excl_val_s}], and the first run's figures at top level; import_s
 (a fresh interpreter importing the training stack, paid once per launched process, not per cell);
-target_s (1.0).
+target_s (1.0). `overhead_by_run_s` names each run: W&B off with cold and warm caches, and W&B
+auto for the first cell of a process (it starts W&B's service) and for a later one.
 """
 
 from __future__ import annotations
@@ -170,9 +171,12 @@ def run_overhead_bench(args, proto: dict) -> dict:
     steps = getattr(args, "repeats", None) or 2
     runs = []
     # Cold caches first (a new model config in a new process), then warm (the complexity cache on
-    # disk holds this config), then the default W&B mode (auto: offline without a login).
+    # disk holds this config), then the default W&B mode (auto: offline without a login) twice:
+    # the first cell of a process starts W&B's service process, every later cell reuses it.
+    plan = (("off", "cold"), ("off", "warm"), (None, "warm, first W&B run of the process"),
+            (None, "warm, W&B service already up"))
     with tempfile.TemporaryDirectory(prefix="repro-bench-cache-") as cache, _fresh_caches(cache):
-        for mode, caches in (("off", "cold"), ("off", "warm"), (None, "warm")):
+        for mode, caches in plan:
             print(f"running {TABLE} ({ROW}, {COLUMN}) preset {PRESET}, {steps} steps, W&B {mode or 'auto'}, "
                   f"{caches} caches ...", file=sys.stderr, flush=True)
             rec = {"caches": caches, **time_cell(steps, mode)}

@@ -75,4 +75,8 @@ def _overhead(rec: dict, name: str) -> str:
     lines += ["", f"Overhead (run_cell wall time minus optimizer steps): **{rec.get('overhead_s', float('nan')):.2f} s** "
               f"(target < {rec.get('target_s', 1.0)} s); excluding validation: {rec.get('overhead_excl_val_s', float('nan')):.2f} s. "
               f"Fresh-process import cost (not part of run_cell): {rec.get('import_s', float('nan')):.2f} s."]
+    by_run = rec.get("overhead_by_run_s") or {}
+    if by_run:
+        lines += ["", "| run | overhead (s) |", "|---|---:|"]
+        lines += [f"| {label} | {sec:.2f} |" for label, sec in by_run.items()]
     return "\n".join(lines) + "\n"
