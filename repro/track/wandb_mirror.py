@@ -77,6 +77,9 @@ def make_logger(cell, run_dir: Path, mode: str | None = None):
             mode=mode,
             settings=settings,
         )
+        # Lightning always passes anonymous=None, which current wandb warns about on every run
+        # ("anonymous setting has no effect"); the key means nothing to wandb any more.
+        getattr(logger, "_wandb_init", {}).pop("anonymous", None)
         logger.experiment  # start W&B now, where its failure can be caught, not mid-training
         return logger
     except Exception as exc:  # W&B trouble must never cost a result
