@@ -234,8 +234,9 @@ def cmd_complexity(args) -> int:
         return 0
     print(f"{table.id}: {COUNTING_RULE}")
     for r in rows:
-        print(f"{r['row']:>24} | {r['column']:<12} | params {r.get('params', 0) / 1e6:7.3f}M | "
-              f"{r.get('mflops', float('nan')):9.2f} MFLOPs | paper {r['published_mflops']}")
+        ours = (f"params {r['params'] / 1e6:7.3f}M | {r['mflops']:9.2f} MFLOPs" if "params" in r
+                else f"{'(' + r['skip'] + ')':<36}")
+        print(f"{r['row']:>24} | {r['column']:<12} | {ours} | paper {r['published_mflops']}")
     return 0
 
 
