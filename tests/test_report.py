@@ -218,3 +218,17 @@ def test_plots_are_valid_pngs(rendered):
         data = (base / rel).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
         assert f"]({rel})" in rendered.md
+
+
+def test_saturated_proxy_is_called_out():
+    from repro.report.markdown import _saturated
+
+    def table(means, better="higher", unit="%"):
+        return {"unit": unit, "better": better,
+                "cells": [{"runs": {"proxy": {"n": 1, "mean": m}}} for m in means]}
+
+    assert _saturated(table([99.8, 100.0, 99.2]), "proxy")
+    assert not _saturated(table([99.8, 97.0]), "proxy")          # one cell still has room: rows can differ
+    assert _saturated(table([0.2, 0.9], better="lower"), "proxy")  # error metric at the floor
+    assert not _saturated(table([99.9, 99.9], unit="AP"), "proxy")  # not a percentage with a ceiling
+    assert not _saturated(table([99.9]), "proxy")                  # one cell ranks nothing

@@ -195,7 +195,25 @@ def _proxy_grid(t: dict, preset: str, info: dict, base: Path) -> list[str]:
             else:
                 texts.append(_ours(cell["runs"].get(preset), base))
         lines.append(f"| {_esc(r)} | " + " | ".join(texts) + " |")
+    if _saturated(t, preset):
+        lines += ["", f"Every `{preset}` cell is within {SATURATION_POINTS:g} point of a perfect score, so this proxy "
+                      "does not separate the rows: it shows the pipeline trains, not which variant is better. "
+                      "A harder proxy: `--set data.noise=1.5` (or more classes, fewer steps)."]
     return lines
+
+
+SATURATION_POINTS = 1.0
+
+
+def _saturated(t: dict, preset: str) -> bool:
+    """All trained cells of a percentage metric within SATURATION_POINTS of 100% accuracy / 0% error."""
+    if t["unit"] != "%":
+        return False
+    means = [c["runs"][preset]["mean"] for c in t["cells"]
+             if preset in c["runs"] and c["runs"][preset]["n"] and not c["runs"][preset].get("derived")]
+    if len(means) < 2:
+        return False
+    return all((100 - m if t["better"] == "higher" else m) <= SATURATION_POINTS for m in means)
 
 
 def _trend_text(result: dict | None) -> str:
