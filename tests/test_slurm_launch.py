@@ -88,8 +88,10 @@ def test_requeued_job_resumes_from_its_checkpoint_and_finishes_once(slurm_cluste
                        "--set", "train.checkpoint_every_steps=5")
     (job,) = jobs
     cell = re.findall(r"^\s+([0-9a-f]{16}) ", out.stdout, flags=re.MULTILINE)[0]
-    # The job writes step 1 to state.json once training runs; SIGTERM then saves a checkpoint.
-    wait_for(lambda: (state(store, cell).get("step") or 0) >= 1, 120, f"training to start; logs:\n{job_log(store)}")
+    # Requeue once the first periodic checkpoint (step 5) has landed: then the resume is certain
+    # even on a loaded machine, where the checkpoint SIGTERM asks for may not beat KillWait's SIGKILL.
+    ckpt = store / cell / "checkpoints" / "last.ckpt"
+    wait_for(ckpt.exists, 180, f"the first checkpoint; logs:\n{job_log(store)}")
     slurm_cluster.run("scontrol", "requeue", job)
     slurm_cluster.wait_state(job, "PENDING", timeout=60)
     time.sleep(2.5)  # released too early, SLURM re-applies its 2-minute requeue hold
@@ -101,8 +103,7 @@ def test_requeued_job_resumes_from_its_checkpoint_and_finishes_once(slurm_cluste
     assert 0 < result["resumed_from_step"] < 30, result["resumed_from_step"]
     assert slurm_cluster.scontrol_show(job)["Restarts"] == "1"
     assert len(list(store.glob("*/result.json"))) == 1
-    # (A resumed_from_step that is not a multiple of 5 is the checkpoint SIGTERM made run_cell save;
-    # srun may SIGKILL the step before run_cell's own log line about it is flushed.)
+    # (A resumed_from_step that is not a multiple of 5 is the checkpoint SIGTERM made run_cell save.)
 
 
 def test_cancelled_job_shows_cancelled_and_is_submitted_again(slurm_cluster, cli, tmp_path):
