@@ -173,12 +173,12 @@ def run_overhead_bench(args, proto: dict) -> dict:
     # Cold caches first (a new model config in a new process), then warm (the complexity cache on
     # disk holds this config), then the default W&B mode (auto: offline without a login) twice:
     # the first cell of a process starts W&B's service process, every later cell reuses it.
-    plan = (("off", "cold"), ("off", "warm"), (None, "warm, first W&B run of the process"),
-            (None, "warm, W&B service already up"))
+    plan = (("off", "cold caches"), ("off", "warm caches"), (None, "warm caches, first W&B run of the process"),
+            (None, "warm caches, W&B service already up"))
     with tempfile.TemporaryDirectory(prefix="repro-bench-cache-") as cache, _fresh_caches(cache):
         for mode, caches in plan:
             print(f"running {TABLE} ({ROW}, {COLUMN}) preset {PRESET}, {steps} steps, W&B {mode or 'auto'}, "
-                  f"{caches} caches ...", file=sys.stderr, flush=True)
+                  f"{caches} ...", file=sys.stderr, flush=True)
             rec = {"caches": caches, **time_cell(steps, mode)}
             runs.append(rec)
             print(f"  total {rec['total_s']:.2f} s, steps {rec['steps_s']:.2f} s, overhead {rec['overhead_s']:.2f} s",
@@ -192,5 +192,5 @@ def run_overhead_bench(args, proto: dict) -> dict:
     return {"cell": f"{TABLE} ({ROW}, {COLUMN}), preset {PRESET}, train.max_steps={steps}, W&B off, cold caches",
             "steps": steps, "runs": runs, "phases_s": first["phases_s"], "overhead_s": first["overhead_s"],
             "overhead_excl_val_s": first["overhead_excl_val_s"],
-            "overhead_by_run_s": {f"W&B {r['wandb_mode']}, {r['caches']} caches": r["overhead_s"] for r in runs},
+            "overhead_by_run_s": {f"W&B {r['wandb_mode']}, {r['caches']}": r["overhead_s"] for r in runs},
             "import_s": imp, "target_s": TARGET_S}
