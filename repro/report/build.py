@@ -68,6 +68,13 @@ def build_report(store: Store, tables: list[str] | None = None) -> dict:
     return report
 
 
+def _other_column_notes(spec, published) -> list[str]:
+    """Notes on published columns no cell shows (params, FLOPs): they explain the complexity marks."""
+    shown = {c.id for c in spec.columns}
+    return [f"({n.row or 'every row'}, {published.columns[n.column].label if n.column in published.columns else n.column}): "
+            f"{n.note}" for n in published.notes if n.column is not None and n.column not in shown]
+
+
 def complexity_columns(spec, published) -> dict[str, tuple[str, str]]:
     """Which published columns hold FLOPs and params: {"flops": (column, unit), "params": ...}.
 
@@ -103,7 +110,8 @@ def table_report(table, by_group: dict, store: Store) -> dict:
         "source": published.source, "read_from": published.read_from,
         "metric": spec.metric.name, "unit": spec.metric.unit, "better": spec.metric.better,
         "tolerance": spec.tolerance, "paper_preset": paper_preset,
-        "notes": list(spec.notes) + [n.note for n in published.notes if n.row is None and n.column is None],
+        "notes": list(spec.notes) + [n.note for n in published.notes if n.row is None and n.column is None]
+        + _other_column_notes(spec, published),
         "presets": {}, "plot": None, "cells": [], "trends": [],
     }
     source = published.source + (f"; read from {published.read_from}" if published.read_from else "")

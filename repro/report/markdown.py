@@ -176,7 +176,8 @@ def _proxy_grid(t: dict, preset: str, info: dict, base: Path) -> list[str]:
     by_key = {(c["row"], c["column"]): c for c in t["cells"]}
     lines = [
         "",
-        f"**Proxy preset `{preset}`** ({info['data']} data; not comparable with the paper: {info['description']}). "
+        f"**Proxy preset `{preset}`** ({info['data']} data; not comparable with the paper"
+        f"{': ' + info['description'] if info['description'] else ''}). "
         f"Ours, {METRIC_NAMES.get(t['metric'], t['metric'])} ({t['unit']}):",
         "",
         "| | " + " | ".join(_esc(c) for c in cols) + " |",
