@@ -114,7 +114,7 @@ def _run_options(args, store):
 
     return RunOptions(store=store, data_root=args.data_root, wandb_mode=args.wandb,
                       accelerator="gpu" if args.gpus else "cpu", devices=args.gpus or args.cpus or 1,
-                      num_nodes=args.nodes)
+                      num_nodes=args.nodes, fast=getattr(args, "fast", False))
 
 
 def cmd_run(args) -> int:
@@ -122,9 +122,13 @@ def cmd_run(args) -> int:
 
     if args.launcher == "local" and args.nodes > 1:
         raise ConfigError("--nodes > 1 needs a cluster launcher: add --launcher slurm")
+    if getattr(args, "fast", False) and args.launcher != "local":
+        raise ConfigError(f"--fast: the fast training path runs with --launcher local only (not {args.launcher}) in this version")
     if args.gpus and args.cpus:
         raise ConfigError("--gpus and --cpus both given: --gpus N trains on N GPUs, --cpus N on N CPU processes; pick one")
     table, cells = _cells(args)
+    if getattr(args, "fast", False) and table.spec.task != "classification":
+        raise ConfigError(f"--fast: {table.id} is a {table.spec.task} table; the fast path covers classification only")
     store = _store(args)
     child_cells = _ddp_child_cells(cells, store) if args.launcher == "local" and not args.dry_run else None
     if child_cells is not None:
@@ -323,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a preset field, e.g. --set train.lr=0.1 (changes the cells' ids: a new run)")
     sp.add_argument("--data-root", default=os.environ.get("REPRO_DATA_ROOT"), help="folder holding <dataset>/ (or $REPRO_DATA_ROOT)")
     sp.add_argument("--launcher", choices=["local", "ray", "slurm"], default="local")
+    sp.add_argument("--fast", action="store_true",
+                    help="fast training path: channels_last; on GPUs also bf16 autocast and torch.compile "
+                         "(classification tables, local launcher; recorded in result.json as train_path)")
     sp.add_argument("--gpus", type=_positive_int, default=None, help="GPUs per node (Lightning DDP when > 1)")
     sp.add_argument("--cpus", type=_positive_int, default=None, help="CPU processes per node for DDP on CPU (gloo)")
     sp.add_argument("--nodes", type=_positive_int, default=1, help="nodes per run (cluster launchers)")

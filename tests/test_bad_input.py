@@ -131,9 +131,15 @@ def test_gpus_on_a_cpu_only_machine(capsys, tmp_path):
 @pytest.mark.parametrize("argv,needle", [
     (["--nodes", "2"], "needs a cluster launcher"),
     (["--gpus", "1", "--cpus", "2"], "pick one"),
+    (["--fast", "--launcher", "ray"], "--launcher local only"),
 ])
 def test_conflicting_flags(capsys, tmp_path, argv, needle):
     check_one_line_error(capsys, [*RUN, "papers/shufflenet/table2", "--preset", "test", *argv, "--store", str(tmp_path)], needle)
+
+
+def test_fast_path_refuses_detection_tables(capsys, tmp_path):
+    check_one_line_error(capsys, [*RUN, "papers/shufflenet/table7", "--preset", "test", "--fast", "--store", str(tmp_path)],
+                         "classification only")
 
 
 def test_unwritable_store(capsys, tmp_path):

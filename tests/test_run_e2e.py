@@ -75,3 +75,23 @@ def test_killed_run_resumes_from_its_checkpoint(cli, tmp_path):
     assert result["steps"] == 60
     assert result["resumed_from_step"] >= 4 and result["resumed_from_step"] % 4 == 0
     assert not list(run_dir.glob("checkpoints/.*.tmp"))
+
+
+def test_fast_path_trains_channels_last_and_records_it(tmp_path):
+    """`repro run --fast` on CPU: same cell, same data, channels_last model and batches; fp32, so
+    the metrics match the default path up to float rounding, and the result says which path ran."""
+    from repro.spec.cells import expand_cells
+    from repro.spec.load import load_table
+    from repro.store import Store
+    from repro.train.run import RunOptions, run_cell
+
+    table = load_table("papers/shufflenet/table2")
+    (cell,) = [c for c in expand_cells(table, "test") if (c.row, c.column) == ("0.25x", "g=3")]
+    results = {}
+    for fast in (False, True):
+        store = Store(tmp_path / ("fast" if fast else "default"))
+        results[fast] = run_cell(table, cell, RunOptions(store=store, wandb_mode="off", fast=fast))
+    assert "train_path" not in results[False]
+    assert results[True]["train_path"] == {"fast": True, "memory_format": "channels_last", "compile": False,
+                                           "precision": "32-true"}
+    assert results[True]["metrics"]["loss"] == pytest.approx(results[False]["metrics"]["loss"], rel=1e-3)

@@ -35,6 +35,14 @@ class ClassificationModule(pl.LightningModule):
     def forward(self, x):
         return self.model(x)
 
+    channels_last = False  # the fast path (repro.train.run.use_fast_path) sets it with the model's format
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        if self.channels_last:
+            images, labels = batch
+            batch = (images.contiguous(memory_format=torch.channels_last), labels)
+        return batch
+
     def training_step(self, batch, batch_idx):
         images, labels = batch
         loss = F.cross_entropy(self(images), labels, label_smoothing=self.recipe.get("label_smoothing", 0.0))
