@@ -44,7 +44,7 @@ def test_ray_launcher_runs_cells_as_tasks_and_the_report_sees_them(cli, short_st
 
 
 def test_sweep_trials_land_in_the_store_as_ordinary_runs(cli, short_store):
-    out = cli("sweep", "sweeps/test_tiny.yaml", "--store", str(short_store), "--cpus", "2", timeout=300)
+    out = cli("sweep", "sweeps/test_tiny.yaml", "--store", str(short_store), "--cpus", "2", timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "best: top1_err" in out.stdout
     configs = [json.loads(p.read_text()) for p in short_store.glob("*/config.json")]
