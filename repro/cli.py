@@ -422,6 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("repro: interrupted; completed cells are kept, re-run to resume the rest", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from repro.train.run import Stopped
+
+        if not isinstance(exc, Stopped):
+            raise
+        print(f"repro: {exc}; re-run the same command to resume from it", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
     except BrokenPipeError:  # `repro published ... | head`
         sys.stderr.close()
         return 0

@@ -19,6 +19,7 @@ from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 
+TABLE = "papers/shufflenet/table2"
 CELLS = ["--only", "0.25x|g=8", "--only", "0.25x|g=4"]
 SHORT = ["--set", "train.max_steps=12", "--set", "train.checkpoint_every_steps=2"]
 
@@ -95,6 +96,35 @@ def test_kill_training_at_checkpoint_boundaries_then_resume(tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(next(store.glob("*/result.json")).read_text())
     assert result["steps"] == 48 and result["resumed_from_step"] >= last_step
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tmp_path):
+    """What `scancel`, a cluster's preemption or `kill` sends: the step finishes, a checkpoint lands,
+    the cell goes back to pending (not failed), exit 143; the same command then finishes the cell."""
+    store = tmp_path / "store"
+    args = ["run", TABLE, "--preset", "test", "--only", "0.25x|g=3", "--set", "train.max_steps=400",
+            "--set", "train.checkpoint_every_steps=100000", "--store", str(store), "--wandb", "off", "--no-report",
+            "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "repro", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        states = list(store.glob("*/state.json"))
+        if states and (json.loads(states[0].read_text()).get("step") or 0) >= 1:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143 and "checkpoint saved" in err and err.count("\n") == 1, err
+    (state,) = [json.loads(p.read_text()) for p in store.glob("*/state.json")]
+    assert state["status"] == "pending"
+    (ckpt,) = store.glob("*/checkpoints/last.ckpt")
+    saved_at = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+    assert 1 <= saved_at < 400 and not list(store.glob("*/result.json"))
+    done = run_cli(*args, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (result,) = [json.loads(p.read_text()) for p in store.glob("*/result.json")]
+    assert result["resumed_from_step"] == saved_at and result["steps"] == 400
 
 
 def test_nan_loss_fails_the_cell_without_a_result(tmp_path):

@@ -142,6 +142,7 @@ def task_parts(table: Table, cell: Cell, opts: RunOptions, per_device_batch: int
 def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
     import pytorch_lightning as pl
     import torch
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from repro.track.wandb_mirror import make_logger
     from repro.train.callbacks import AtomicCheckpoint, RecordStep, StepReporter
@@ -197,7 +198,13 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
         resumed_from = 0
         if resume is not None:
             resumed_from = int(torch.load(resume, map_location="cpu", weights_only=True).get("global_step", 0))
-        trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=True)
+        except SIGTERMException:
+            # Lightning raises this after the step's callbacks, i.e. after SaveAndStopOnSigterm
+            # saved the checkpoint: a stop we asked for, not a failure.
+            if not stop_request.seen:
+                raise
         if stop_request.seen:
             raise Stopped(f"SIGTERM at step {trainer.global_step}: checkpoint saved, no result written")
         metrics = trainer.validate(module, datamodule=data, verbose=False)[0]
