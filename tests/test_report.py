@@ -232,3 +232,16 @@ def test_saturated_proxy_is_called_out():
     assert _saturated(table([0.2, 0.9], better="lower"), "proxy")  # error metric at the floor
     assert not _saturated(table([99.9, 99.9], unit="AP"), "proxy")  # not a percentage with a ceiling
     assert not _saturated(table([99.9]), "proxy")                  # one cell ranks nothing
+
+
+def test_proxy_cells_at_chance_are_named():
+    from repro.report.markdown import _at_chance
+
+    def table(means, better="higher", metric="top1_acc"):
+        return {"unit": "%", "better": better, "metric": metric,
+                "cells": [{"row": f"r{i}", "column": metric, "runs": {"proxy": {"n": 1, "mean": m}}}
+                          for i, m in enumerate(means)]}
+
+    assert _at_chance(table([10.0, 12.9, 13.1, 80.0]), "proxy", 10) == ["r0", "r1"]
+    assert _at_chance(table([90.0, 50.0], better="lower", metric="top1_err"), "proxy", 10) == ["r0"]
+    assert _at_chance(table([10.0]), "proxy", None) == []  # class count unknown: no claim

@@ -11,7 +11,7 @@ Schema of report.json (version 1; keys are only ever added, never renamed):
     tables: [ {
         id: "paper/table", paper, title, arxiv, source, read_from   (source of every published number)
         metric, unit, better: "lower"|"higher", tolerance, paper_preset (the preset compared with the paper)
-        notes: [str], presets: {name: {proxy, data, description}}   (presets shown: paper + any with runs)
+        notes: [str], presets: {name: {proxy, data, description, num_classes}}   (paper + any with runs)
         plot: path of the table's PNG relative to REPORT.md, or null
         cells: [ {
             row, column, label, model (null: not in this suite), args, skip (reason or null)
@@ -123,7 +123,8 @@ def table_report(table, by_group: dict, store: Store) -> dict:
         has_runs = any(by_group.get(c.group_key) for c in cells if c.runnable)
         if not has_runs and preset_name != paper_preset:
             continue
-        out["presets"][preset_name] = {"proxy": preset.proxy, "data": preset.data.name, "description": preset.description}
+        out["presets"][preset_name] = {"proxy": preset.proxy, "data": preset.data.name, "description": preset.description,
+                                       "num_classes": preset.data.num_classes}
         # Derived cells last: they read the means of the cells they are computed from.
         for cell in sorted(cells, key=lambda c: c.difference_of is not None):
             key = (cell.row, cell.column)

@@ -196,6 +196,11 @@ def _proxy_grid(t: dict, preset: str, info: dict, base: Path) -> list[str]:
             else:
                 texts.append(_ours(cell["runs"].get(preset), base))
         lines.append(f"| {_esc(r)} | " + " | ".join(texts) + " |")
+    stuck = _at_chance(t, preset, info.get("num_classes"))
+    if stuck:
+        lines += ["", f"At chance ({100 / info['num_classes']:.0f}% top-1) after this preset's steps: "
+                      f"{', '.join(stuck)}. The proxy recipe did not train these networks, so their numbers say "
+                      "nothing about them (fewer classes, lower `data.noise` or more steps would)."]
     if _saturated(t, preset):
         lines += ["", f"Every `{preset}` cell is within {SATURATION_POINTS:g} point of a perfect score, so this proxy "
                       "does not separate the rows: it shows the pipeline trains, not which variant is better. "
@@ -204,6 +209,23 @@ def _proxy_grid(t: dict, preset: str, info: dict, base: Path) -> list[str]:
 
 
 SATURATION_POINTS = 1.0
+CHANCE_POINTS = 3.0
+
+
+def _at_chance(t: dict, preset: str, num_classes: int | None) -> list[str]:
+    """Rows whose proxy accuracy (or error) is within CHANCE_POINTS of guessing."""
+    if t["unit"] != "%" or not num_classes or t["metric"] not in ("top1_acc", "top1_err", "acc", "top1"):
+        return []
+    chance = 100.0 / num_classes
+    out = []
+    for c in t["cells"]:
+        run = c["runs"].get(preset)
+        if not run or not run["n"] or run.get("derived"):
+            continue
+        acc = run["mean"] if t["better"] == "higher" else 100.0 - run["mean"]
+        if acc <= chance + CHANCE_POINTS:
+            out.append(c["row"] if c["column"] in (t["metric"], "acc", "top1") else f"{c['row']} / {c['column']}")
+    return out
 
 
 def _saturated(t: dict, preset: str) -> bool:
