@@ -94,4 +94,17 @@ def test_fast_path_trains_channels_last_and_records_it(tmp_path):
     assert "train_path" not in results[False]
     assert results[True]["train_path"] == {"fast": True, "memory_format": "channels_last", "compile": False,
                                            "precision": "32-true"}
-    assert results[True]["metrics"]["loss"] == pytest.approx(results[False]["metrics"]["loss"], rel=1e-3)
+    # Different conv kernels round differently and SGD amplifies it over the steps: close, not equal.
+    assert results[True]["metrics"]["loss"] == pytest.approx(results[False]["metrics"]["loss"], rel=2e-2)
+    # The faithfulness itself: one forward of the same weights agrees to float rounding.
+    import copy
+
+    import torch
+
+    from repro.spec.cells import build_model
+
+    model = build_model(table, cell).eval()
+    fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), fast(x.contiguous(memory_format=torch.channels_last)), atol=1e-5, rtol=1e-4)
