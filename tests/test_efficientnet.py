@@ -134,3 +134,36 @@ def test_specs_have_published_entries():
         nulls = {(r, c) for r, row in table["rows"].items() for c, v in row["values"].items() if v is None}
         noted = {(n.get("row"), n.get("column")) for n in table.get("notes", [])}
         assert nulls <= noted, (name, nulls - noted)
+
+
+def _cells(table_ref, preset):
+    from repro.spec.cells import expand_cells
+    from repro.spec.load import load_table
+
+    return {c.row: c for c in expand_cells(load_table(table_ref), preset) if c.runnable}
+
+
+def test_rows_train_at_their_own_resolution():
+    """Resolution is a variable of both tables: the paper preset trains B7 at 600 px and r=2 at 448."""
+    table2 = _cells("efficientnet/table2", "paper")
+    for row, (_, _, size, _) in SCALING.items():
+        data = table2[row].preset.data
+        assert data.image_size == size == table2[row].complexity_input_size
+        assert data.resize == round(256 * size / 224)  # the same 224/256 crop fraction at every size
+    table3 = _cells("efficientnet/table3", "paper")
+    assert table3["mnv1_r2"].preset.data.image_size == 448
+    assert table3["mnv1_compound"].preset.data.image_size == 291
+
+
+def test_proxy_scales_resolution_rows_from_32px():
+    table3 = _cells("efficientnet/table3", "proxy")
+    sizes = {row: cell.preset.data.image_size for row, cell in table3.items()}
+    assert sizes["mnv1"] == sizes["mnv1_w2"] == sizes["r50_d4"] == 32
+    assert sizes["mnv1_r2"] == sizes["mnv2_r2"] == sizes["r50_r2"] == 64
+    assert sizes["mnv1_compound"] == 42  # 32 x 291/224
+    # Before rows followed resolution, mnv1_r2 was mnv1's run under another name.
+    assert table3["mnv1_r2"].id != table3["mnv1"].id
+    # Table 2's proxy opts out (proxy_32px): every B at 32 px, so only depth and width differ.
+    table2 = _cells("efficientnet/table2", "proxy")
+    assert {cell.preset_name for cell in table2.values()} == {"proxy_32px"}
+    assert {cell.preset.data.image_size for cell in table2.values()} == {32}

@@ -152,6 +152,19 @@ def apply_overrides(preset: Preset, overrides: dict[str, Any]) -> Preset:
         raise ConfigError(f"--set: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
+def preset_for_row(preset: Preset, table: Table, row) -> Preset:
+    """The preset a row trains with: its image size (and eval resize) scaled by the row's input
+    size over the table's, when the preset follows row resolutions (Preset.scale_resolution_with_rows)."""
+    base = table.spec.complexity.input_size if table.spec.complexity else None
+    if not (preset.scale_resolution_with_rows and row.input_size and base) or row.input_size == base:
+        return preset
+    data = preset.data.model_dump()
+    for key in ("image_size", "resize"):
+        if data.get(key):
+            data[key] = round(data[key] * row.input_size / base)
+    return Preset.model_validate({**preset.model_dump(), "data": data})
+
+
 def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_offset: int = 0,
                  overrides: dict[str, Any] | None = None) -> list[Cell]:
     if seeds < 1:
@@ -165,6 +178,7 @@ def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_
     overrides = {(c.row, c.column): c for c in spec.cells}
     cells = []
     for row in spec.rows:
+        row_preset = preset_for_row(preset, table, row)
         for col in spec.columns:
             over = overrides.get((row.id, col.id))
             # Args merge table < row < column < cell; a level that names another model starts
@@ -190,7 +204,7 @@ def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_
             for seed in range(seed_offset, seed_offset + seeds):
                 cells.append(Cell(
                     table_id=table.id, row=row.id, column=col.id, label=label,
-                    model=model, args=resolved, preset_name=resolved_name, preset=preset, seed=seed,
+                    model=model, args=resolved, preset_name=resolved_name, preset=row_preset, seed=seed,
                     published=values.get(col.id),
                     published_note=notes.get((row.id, col.id)) or notes.get((row.id, None)) or "",
                     published_complexity=complexity,

@@ -101,6 +101,10 @@ class Preset(Strict):
     description: str = ""
     sources: dict[str, str] = {}
     notes: list[str] = []
+    # A row with its own `input_size` (EfficientNet-B3 at 300 px, a resolution-scaled baseline at
+    # 448) trains at data.image_size scaled by input_size / the table's complexity.input_size, so
+    # resolution stays a variable of the table. False trains every row at data.image_size.
+    scale_resolution_with_rows: bool = True
 
 
 # ---------------------------------------------------------------- <table>.yaml

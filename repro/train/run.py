@@ -145,7 +145,7 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from repro.track.wandb_mirror import make_logger
-    from repro.train.callbacks import AtomicCheckpoint, RecordStep, StepReporter
+    from repro.train.callbacks import AtomicCheckpoint, PreciseBN, RecordStep, StepReporter
     from repro.train.provenance import git_commit, hardware
 
     quiet_lightning()
@@ -180,6 +180,11 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
             callbacks.append(SaveAndStopOnSigterm(saver, stop_request))
         if opts.progress:
             callbacks.append(StepReporter(opts.progress))
+        precise_bn_batches = recipe["extra"].get("precise_bn_batches")
+        if precise_bn_batches:
+            if table.spec.task != "classification":
+                raise ConfigError(f"{table.id}: train.extra.precise_bn_batches is for classification tables")
+            callbacks.append(PreciseBN(int(precise_bn_batches), seed=cell.seed))
         eval_every = recipe.get("eval_every_steps")
         trainer = pl.Trainer(
             max_steps=steps, max_epochs=-1,
