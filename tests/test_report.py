@@ -245,3 +245,16 @@ def test_proxy_cells_at_chance_are_named():
     assert _at_chance(table([10.0, 12.9, 13.1, 80.0]), "proxy", 10) == ["r0", "r1"]
     assert _at_chance(table([90.0, 50.0], better="lower", metric="top1_err"), "proxy", 10) == ["r0"]
     assert _at_chance(table([10.0]), "proxy", None) == []  # class count unknown: no claim
+
+
+def test_an_aliased_preset_is_reported_once_under_its_own_name(tmp_path):
+    """efficientnet/table2 maps `proxy` to `proxy_32px`: its runs are one block, described as proxy_32px."""
+    store = Store(tmp_path / "store")
+    table = load_table("papers/efficientnet/table2")
+    put(store, cells_by_key(table, "proxy")[("b0", "top1")][0], 58.4, "top1_acc")
+    report = write_report(store, tmp_path / "site" / "REPORT.md", tables=["efficientnet/table2"])
+    (t,) = report["tables"]
+    assert set(t["presets"]) == {"paper", "proxy_32px"}
+    assert _cell(t, "b0", "top1")["runs"]["proxy_32px"]["mean"] == 58.4
+    md = (tmp_path / "site" / "REPORT.md").read_text()
+    assert md.count("58.40 (n=1)") == 1 and "Proxy preset `proxy`**" not in md

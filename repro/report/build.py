@@ -119,6 +119,8 @@ def table_report(table, by_group: dict, store: Store) -> dict:
     entries: dict[tuple[str, str], dict] = {}
     grids: dict[str, dict] = defaultdict(dict)
     for preset_name, preset in table.paper.presets.items():
+        if spec.presets.get(preset_name, preset_name) != preset_name:
+            continue  # this table aliases the name to another preset, listed under its own name
         cells = expand_cells(table, preset_name)
         has_runs = any(by_group.get(c.group_key) for c in cells if c.runnable)
         if not has_runs and preset_name != paper_preset:
