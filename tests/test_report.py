@@ -258,3 +258,19 @@ def test_an_aliased_preset_is_reported_once_under_its_own_name(tmp_path):
     assert _cell(t, "b0", "top1")["runs"]["proxy_32px"]["mean"] == 58.4
     md = (tmp_path / "site" / "REPORT.md").read_text()
     assert md.count("58.40 (n=1)") == 1 and "Proxy preset `proxy`**" not in md
+
+
+def test_a_preset_whose_runs_all_show_under_another_is_not_repeated(tmp_path):
+    """On efficientnet/table3, `proxy_32px` gives the r=1 rows the same cells as `proxy`."""
+    store = Store(tmp_path / "store")
+    table = load_table("papers/efficientnet/table3")
+    proxy = cells_by_key(table, "proxy")
+    put(store, proxy[("mnv1", "top1")][0], 32.2, "top1_acc")
+    put(store, proxy[("mnv1_r2", "top1")][0], 73.6, "top1_acc")
+    assert cells_by_key(table, "proxy_32px")[("mnv1", "top1")][0].id == proxy[("mnv1", "top1")][0].id
+    (t,) = write_report(store, tmp_path / "site" / "REPORT.md", tables=["efficientnet/table3"])["tables"]
+    assert set(t["presets"]) == {"paper", "proxy"}
+    # A preset with a run of its own still gets its block.
+    put(store, cells_by_key(table, "test")[("mnv1", "top1")][0], 12.0, "top1_acc")
+    (t,) = write_report(store, tmp_path / "site2" / "REPORT.md", tables=["efficientnet/table3"])["tables"]
+    assert set(t["presets"]) == {"paper", "proxy", "test"}

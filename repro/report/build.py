@@ -118,13 +118,17 @@ def table_report(table, by_group: dict, store: Store) -> dict:
     cx_cols = complexity_columns(spec, published)
     entries: dict[tuple[str, str], dict] = {}
     grids: dict[str, dict] = defaultdict(dict)
+    shown_groups: set[str] = set()
     for preset_name, preset in table.paper.presets.items():
         if spec.presets.get(preset_name, preset_name) != preset_name:
             continue  # this table aliases the name to another preset, listed under its own name
         cells = expand_cells(table, preset_name)
-        has_runs = any(by_group.get(c.group_key) for c in cells if c.runnable)
-        if not has_runs and preset_name != paper_preset:
+        with_runs = {c.group_key for c in cells if c.runnable and by_group.get(c.group_key)}
+        # A preset whose runs all show under an earlier one adds nothing (Table 3's r=1 rows are
+        # the same cells under `proxy` and `proxy_32px`, which differ only on rows it does not run).
+        if preset_name != paper_preset and with_runs <= shown_groups:
             continue
+        shown_groups |= with_runs
         out["presets"][preset_name] = {"proxy": preset.proxy, "data": preset.data.name, "description": preset.description,
                                        "num_classes": preset.data.num_classes}
         # Derived cells last: they read the means of the cells they are computed from.
