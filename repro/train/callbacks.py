@@ -86,7 +86,7 @@ class PreciseBN(pl.Callback):
     statistics no layer ever produced: measured on EfficientNet-B0, 150 steps of the proxy recipe
     gave 10% top-1 with the running averages and 37% with recomputed ones. Long paper recipes do not
     need it. The batches come from a fixed seed and the global RNG is restored, so evaluation
-    neither depends on nor perturbs the training stream (a resumed run stays the same run).
+    neither depends on nor perturbs the training stream.
     """
 
     def __init__(self, num_batches: int, seed: int = 0):
