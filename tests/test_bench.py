@@ -23,7 +23,7 @@ PROTOCOL_FIELDS = {"device", "device_name", "cpu", "threads", "torch", "python",
 
 def _args(**kw) -> argparse.Namespace:
     base = dict(target=TINY, device="cpu", batch=2, threads=1, vs=None, fast=False, out=None, store=None,
-                image_size=32, warmup=0, repeats=1, latency_repeats=1, compile=None)
+                image_size=32, warmup=0, repeats=1, latency_repeats=1, compile=None, dtype=None)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -97,6 +97,44 @@ def test_compiled_frozen_inference_matches_eager():
     with torch.inference_mode():
         ref, got = model(x), fast(fastpath.to_input_format(x, True))
     assert torch.allclose(ref, got, atol=1e-4, rtol=1e-4), (ref - got).abs().max()
+
+
+@pytest.mark.skipif(not fastpath.native_bf16("cpu"), reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
+def test_cpu_bf16_fast_path_runs_in_bf16_and_stays_close(tmp_path):
+    """`--dtype bf16` on a CPU with native bf16: the file says bf16, the outputs stay near fp32's."""
+    out = tmp_path / "bench" / "bf16.json"
+    run_bench(_args(out=str(out), fast=True, compile=False, dtype="bf16"))
+    rec = json.loads(out.read_text())
+    assert rec["protocol"]["dtype"] == "bf16" and rec["models"][0]["protocol"]["dtype"] == "bf16 autocast"
+    rec["vs_timm"] = [{"ours": "a", "timm": "b", "params": 1, "ours_fast": True,
+                       "train_ratio": 2.0, "infer_ratio": 2.0, "latency_ratio": 1.5}]
+    out.write_text(json.dumps(rec))
+    assert "| fast (bf16) | 2.00x |" in render_bench_markdown(tmp_path)  # a ratio never hides its dtype
+    torch.manual_seed(0)
+    (bm,) = resolve_target('fasternet:fasternet:{"variant": "t0"}')
+    model = fastpath.prepare_for_inference(_randomize_bn(bm.build()), channels_last=True)
+    x = fastpath.to_input_format(torch.randn(2, 3, 64, 64), True)
+    with torch.inference_mode():
+        ref = model(x)
+        with fastpath.autocast("cpu", "bf16"):
+            got = model(x)
+    assert got.dtype == torch.bfloat16
+    # bf16 keeps 8 bits of mantissa: about 2-3 significant digits through 17 layers.
+    assert ((got.float() - ref).norm() / ref.norm()).item() < 0.05
+
+
+@pytest.mark.parametrize("fast, native, message", [(False, True, "add --fast"), (True, False, "no native bf16")])
+def test_bf16_refused_where_it_would_mislead(monkeypatch, fast, native, message):
+    monkeypatch.setattr(fastpath, "native_bf16", lambda device: native)
+    with pytest.raises(ConfigError, match=message):
+        run_bench(_args(fast=fast, dtype="bf16", out="unused.json"))
+
+
+def test_default_dtype_is_fp32_on_cpu_and_bf16_on_a_bf16_gpu(monkeypatch):
+    assert fastpath.fast_dtype("cpu", fast=True) == "fp32"
+    monkeypatch.setattr(fastpath, "native_bf16", lambda device: True)
+    assert fastpath.fast_dtype("cuda", fast=True) == "bf16" and fastpath.fast_dtype("cuda", fast=False) == "fp32"
+    assert fastpath.fast_dtype("cuda", fast=True, requested="fp32") == "fp32"
 
 
 def test_channel_shuffle_channels_last_matches_and_keeps_format():

@@ -5,7 +5,7 @@ Targets:  `repro bench papers/<paper>/<table>` (every runnable cell model of the
 deduplicated), `repro bench paper:model[:json-args]` (one model), `repro bench data` (JPEG decode +
 augment throughput per DataLoader worker), `repro bench overhead` (orchestration cost of a cell).
 
-Results file: `<store>/bench/<target-slug>-<device>[-fast][-vs-timm].json` (or `--out`), one per
+Results file: `<store>/bench/<target-slug>-<device>[-fast][-bf16][-vs-timm].json` (or `--out`), one per
 invocation, written atomically. Schema "repro.bench/1":
 
     schema       "repro.bench/1"
@@ -14,7 +14,7 @@ invocation, written atomically. Schema "repro.bench/1":
     created_at   UTC ISO time;  git_commit: code version (suffix -dirty if uncommitted edits)
     protocol     how every number below was taken:
                  {device, device_name, cpu, threads, torch, timm, python, timer, batch, latency_batch,
-                  image_size ("paper" or px), warmup, repeats, latency_repeats, fast, compile, train_step}
+                  image_size ("paper" or px), warmup, repeats, latency_repeats, fast, compile, dtype, train_step}
     kind "models":
       models   [{name, impl ("repro"|"timm"), paper, model, args, label, params, image_size, batch,
                  protocol: {fast, dtype, memory_format, compile, fused_bn, bn_folded, batchnorms},
@@ -49,7 +49,7 @@ def add_bench_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--batch", type=int, default=None, help="batch for throughput (default 8 on CPU, 128 on CUDA)")
     sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's current setting)")
     sp.add_argument("--vs", choices=["timm"], default=None, help="time the same architecture from timm side by side")
-    sp.add_argument("--fast", action="store_true", help="the fast path: channels_last, fused BN, torch.compile, bf16 on GPU")
+    sp.add_argument("--fast", action="store_true", help="the fast path: channels_last, fused BN, torch.compile; bf16 on GPU (see --dtype)")
     sp.add_argument("--out", default=None, help="results file (default <store>/bench/<target>-<device>.json)")
     add_extra_bench_arguments(sp)
 
@@ -60,6 +60,8 @@ def add_extra_bench_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--warmup", type=int, default=None, help="untimed calls before timing (default 2 CPU / 10 CUDA)")
     sp.add_argument("--repeats", type=int, default=None, help="timed calls; the median is reported (default 5 / 20)")
     sp.add_argument("--latency-repeats", type=int, default=None, help="timed batch-1 calls (default 10 / 50)")
+    sp.add_argument("--dtype", choices=["fp32", "bf16"], default=None,
+                    help="fast path compute dtype (default: bf16 on CUDA, fp32 on CPU; bf16 on CPU needs AVX512-BF16/AMX)")
     sp.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile on the fast path (default: on; --no-compile skips the compile time)")
     sp.add_argument("--workers", type=int, nargs="*", default=None, help="bench data: worker counts (default 0 1 2)")
@@ -181,6 +183,7 @@ def _models_bench(args, models, device: str, threads: int, proto: dict) -> dict:
         repeats=_opt(args, "repeats", 20 if cuda else 5),
         latency_repeats=_opt(args, "latency_repeats", 50 if cuda else 10),
         compile=_opt(args, "compile", fastpath.default_compile(device, fast)),
+        dtype=_dtype(args, device, fast),
     )
     for name in ("batch", "repeats", "latency_repeats", "image_size"):
         value = getattr(opts, name)
@@ -189,15 +192,28 @@ def _models_bench(args, models, device: str, threads: int, proto: dict) -> dict:
     if opts.warmup < 0:
         raise ConfigError(f"--warmup must be 0 or more, got {opts.warmup}")
     proto.update(batch=opts.batch, latency_batch=1, image_size=opts.image_size or "paper", warmup=opts.warmup,
-                 repeats=opts.repeats, latency_repeats=opts.latency_repeats, fast=fast, compile=opts.compile,
+                 repeats=opts.repeats, latency_repeats=opts.latency_repeats, fast=fast, compile=opts.compile, dtype=opts.dtype,
                  train_step="forward + cross-entropy + backward + SGD(momentum 0.9) step, random data")
     entries, comparisons = bench_models(models, opts, vs_timm=getattr(args, "vs", None) == "timm")
     return {"models": entries, "vs_timm": comparisons}
 
 
+def _dtype(args, device: str, fast: bool) -> str:
+    from repro.bench import fastpath
+
+    requested = getattr(args, "dtype", None)
+    if requested == "bf16" and not fast:
+        raise ConfigError("--dtype bf16 belongs to the fast path: add --fast (the default path is timm's: fp32)")
+    try:
+        return fastpath.fast_dtype(device, fast, requested)
+    except ValueError as exc:
+        raise ConfigError(f"--dtype: {exc}") from None
+
+
 def _slug(args, device: str) -> str:
     name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", args.target.strip().removeprefix("papers/")).strip("_")[:80]
-    tags = [device] + (["fast"] if getattr(args, "fast", False) else []) + (["vs-timm"] if getattr(args, "vs", None) else [])
+    tags = [device] + (["fast"] if getattr(args, "fast", False) else []) + \
+        (["bf16"] if getattr(args, "dtype", None) == "bf16" else []) + (["vs-timm"] if getattr(args, "vs", None) else [])
     return f"{name}-{'-'.join(tags)}.json"
 
 

@@ -10,8 +10,11 @@ evaluation (`prepare_for_inference`):
   deploy modes). Inference only: training needs the BN statistics.
 * `to_channels_last(model)`: NHWC memory format, which cuDNN (tensor cores) and oneDNN prefer for
   1x1 and depthwise convs.
-* `autocast(device, enabled)`: bf16 autocast on CUDA; a no-op elsewhere (CPU bf16 without AMX is
-  slower than fp32, and would not be faithful enough to compare with fp32 numbers).
+* `autocast(device, dtype)`: bf16 autocast, or a no-op for fp32. `fast_dtype` picks bf16 by
+  default on CUDA only: a CPU runs bf16 only when asked (`repro bench --dtype bf16`) and only if it
+  computes bf16 natively (AVX512-BF16 or AMX; `native_bf16`). There it is 2-4x faster than fp32
+  per GEMM (docs/bench.md); without native support oneDNN emulates it and it is slower than fp32.
+  On CPU it stays opt-in so that the default fast-path figures remain fp32, comparable with timm's.
 * `maybe_compile(model, enabled, inference)`: torch.compile (Inductor). For inference it also
   freezes the weights (`freezing`), which lets Inductor fold BN and pre-pack conv weights for
   oneDNN on CPU: the largest single CPU win measured here (docs/bench.md). Compiling costs tens of
@@ -64,10 +67,32 @@ def to_input_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
-def autocast(device: str, enabled: bool = True):
-    """bf16 autocast on CUDA, else a no-op context (see the module docstring for why)."""
-    if enabled and device == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+DTYPES = ("fp32", "bf16")
+
+
+def native_bf16(device: str) -> bool:
+    """Whether `device` computes bf16 in hardware (CUDA: Ampere or newer; CPU: AVX512-BF16 or AMX)."""
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def fast_dtype(device: str, fast: bool, requested: str | None = None) -> str:
+    """The compute dtype of a run: `requested` if given (checked), else bf16 on a CUDA fast path, else fp32."""
+    if requested is None:
+        return "bf16" if fast and device == "cuda" and native_bf16(device) else "fp32"
+    if requested not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {requested!r}")
+    if requested == "bf16" and not native_bf16(device):
+        raise ValueError(f"bf16 on {device}: this {device.upper()} has no native bf16 "
+                         f"(needs AVX512-BF16/AMX on CPU, Ampere or newer on CUDA); emulated bf16 is slower than fp32")
+    return requested
+
+
+def autocast(device: str, dtype: str = "bf16"):
+    """bf16 autocast on `device` when dtype is "bf16", else a no-op context."""
+    if dtype == "bf16":
+        return torch.autocast(device, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -36,6 +36,7 @@ class BenchOptions:
     latency_repeats: int = 10
     fast: bool = False
     compile: bool = False
+    dtype: str = "fp32"              # our runner's compute dtype ("bf16": autocast); timm's is always fp32
 
 
 def count_params(model: nn.Module) -> int:
@@ -71,6 +72,7 @@ class Runner:
     def __init__(self, build, image_size: int, num_classes: int, opts: BenchOptions, fast: bool):
         device, batch = opts.device, opts.batch
         self.fast, self.device, self.batch = fast, device, batch
+        self.dtype = opts.dtype if fast else "fp32"
         self.compile = fast and opts.compile
         x = torch.randn(batch, 3, image_size, image_size, device=device)
         self.y = torch.randint(0, num_classes, (batch,), device=device)
@@ -90,17 +92,17 @@ class Runner:
 
     def train_step(self):
         self.opt.zero_grad(set_to_none=True)
-        with fastpath.autocast(self.device, self.fast):
+        with fastpath.autocast(self.device, self.dtype):
             loss = F.cross_entropy(self.model(self.x_train), self.y)
         loss.backward()
         self.opt.step()
 
     def infer(self, x):
-        with torch.inference_mode(), fastpath.autocast(self.device, self.fast):
+        with torch.inference_mode(), fastpath.autocast(self.device, self.dtype):
             return self.net(x)
 
     def protocol(self) -> dict:
-        return {"fast": self.fast, "dtype": "bf16 autocast" if self.fast and self.device == "cuda" else "fp32",
+        return {"fast": self.fast, "dtype": "bf16 autocast" if self.dtype == "bf16" else "fp32",
                 "memory_format": "channels_last" if self.fast else "contiguous (NCHW)", "compile": self.compile,
                 "fused_bn": self.fast, "bn_folded": self.folded, "batchnorms": self.batchnorms}
 

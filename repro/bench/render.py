@@ -32,7 +32,7 @@ def render_bench_markdown(store) -> str:
 
 
 def _protocol_line(p: dict) -> str:
-    keys = ("device", "device_name", "threads", "batch", "image_size", "warmup", "repeats", "fast", "compile", "torch", "timm",
+    keys = ("device", "device_name", "threads", "batch", "image_size", "warmup", "repeats", "fast", "compile", "dtype", "torch", "timm",
             "load_average_1min")
     return "Protocol: " + ", ".join(f"{k} {p[k]}" for k in keys if k in p)
 
@@ -49,10 +49,13 @@ def _models(rec: dict, name: str) -> str:
                      f"{e['train']['images_per_s']:.1f} | {e['infer']['images_per_s']:.1f} | {e['latency']['median_ms']:.1f} |")
     if rec.get("vs_timm"):
         lines += ["", "| ours | timm | ours path | train ratio | infer ratio | latency ratio |", "|---|---|---|---:|---:|---:|"]
+        dtype = rec["protocol"].get("dtype", "fp32")
         for c in rec["vs_timm"]:
-            lines.append(f"| `{c['ours']}` | `{c['timm']}` | {'fast' if c['ours_fast'] else 'default'} | "
+            path = ("fast" + (f" ({dtype})" if dtype != "fp32" else "")) if c["ours_fast"] else "default"
+            lines.append(f"| `{c['ours']}` | `{c['timm']}` | {path} | "
                          f"{c['train_ratio']:.2f}x | {c['infer_ratio']:.2f}x | {c['latency_ratio']:.2f}x |")
-        lines.append("\nRatios are ours / timm speed (> 1: ours faster), same process, same protocol; timm runs its default path.")
+        lines.append("\nRatios are ours / timm speed (> 1: ours faster), same process, same protocol; "
+                     "timm runs its default path (fp32, NCHW).")
     return "\n".join(lines) + "\n"
 
 
