@@ -49,7 +49,7 @@ def add_bench_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--batch", type=int, default=None, help="batch for throughput (default 8 on CPU, 128 on CUDA)")
     sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's current setting)")
     sp.add_argument("--vs", choices=["timm"], default=None, help="time the same architecture from timm side by side")
-    sp.add_argument("--fast", action="store_true", help="the fast path: channels_last, fused BN, torch.compile; bf16 on GPU (see --dtype)")
+    sp.add_argument("--fast", action="store_true", help="the fast path: channels_last, fused BN, torch.compile, bf16 where native (see --dtype)")
     sp.add_argument("--out", default=None, help="results file (default <store>/bench/<target>-<device>.json)")
     add_extra_bench_arguments(sp)
 
@@ -61,7 +61,8 @@ def add_extra_bench_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--repeats", type=int, default=None, help="timed calls; the median is reported (default 5 / 20)")
     sp.add_argument("--latency-repeats", type=int, default=None, help="timed batch-1 calls (default 10 / 50)")
     sp.add_argument("--dtype", choices=["fp32", "bf16"], default=None,
-                    help="fast path compute dtype (default: bf16 on CUDA, fp32 on CPU; bf16 on CPU needs AVX512-BF16/AMX)")
+                    help="fast path compute dtype (default: bf16 where the device computes it natively "
+                         "(CUDA Ampere+, CPU AVX512-BF16/AMX), else fp32)")
     sp.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile on the fast path (default: on; --no-compile skips the compile time)")
     sp.add_argument("--workers", type=int, nargs="*", default=None, help="bench data: worker counts (default 0 1 2)")
@@ -139,7 +140,8 @@ def run_bench(args) -> int:
         record.update(kind="overhead", **run_overhead_bench(args, record["protocol"]))
     else:
         record.update(kind="models", **_models_bench(args, models, device, threads, record["protocol"]))
-    out = Path(args.out) if getattr(args, "out", None) else Store(getattr(args, "store", None)).root / "bench" / _slug(args, device)
+    slug = _slug(args, device, record["protocol"].get("dtype", "fp32"))
+    out = Path(args.out) if getattr(args, "out", None) else Store(getattr(args, "store", None)).root / "bench" / slug
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, record)
     print(f"wrote {out}")
@@ -210,10 +212,10 @@ def _dtype(args, device: str, fast: bool) -> str:
         raise ConfigError(f"--dtype: {exc}") from None
 
 
-def _slug(args, device: str) -> str:
+def _slug(args, device: str, dtype: str) -> str:
     name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", args.target.strip().removeprefix("papers/")).strip("_")[:80]
     tags = [device] + (["fast"] if getattr(args, "fast", False) else []) + \
-        (["bf16"] if getattr(args, "dtype", None) == "bf16" else []) + (["vs-timm"] if getattr(args, "vs", None) else [])
+        (["bf16"] if dtype == "bf16" else []) + (["vs-timm"] if getattr(args, "vs", None) else [])
     return f"{name}-{'-'.join(tags)}.json"
 
 

@@ -10,11 +10,13 @@ evaluation (`prepare_for_inference`):
   deploy modes). Inference only: training needs the BN statistics.
 * `to_channels_last(model)`: NHWC memory format, which cuDNN (tensor cores) and oneDNN prefer for
   1x1 and depthwise convs.
-* `autocast(device, dtype)`: bf16 autocast, or a no-op for fp32. `fast_dtype` picks bf16 by
-  default on CUDA only: a CPU runs bf16 only when asked (`repro bench --dtype bf16`) and only if it
-  computes bf16 natively (AVX512-BF16 or AMX; `native_bf16`). There it is 2-4x faster than fp32
-  per GEMM (docs/bench.md); without native support oneDNN emulates it and it is slower than fp32.
-  On CPU it stays opt-in so that the default fast-path figures remain fp32, comparable with timm's.
+* `autocast(device, dtype)`: bf16 autocast, or a no-op for fp32. `fast_dtype` gives the fast path
+  bf16 wherever the device computes it natively (`native_bf16`: CUDA Ampere or newer; CPUs with
+  AVX512-BF16 or AMX), by the same rule on GPU and CPU. Elsewhere bf16 is emulated and slower than
+  fp32, so the fast path stays fp32, and an explicit bf16 request is refused with that reason.
+  On CPU, training keeps depthwise convs in fp32 (`keep_depthwise_fp32`): oneDNN's bf16 depthwise
+  backward is slower than fp32's. Measured on this Zen 4 EPYC (docs/bench.md), the bf16 fast path
+  is 1.4-2.5x timm's fp32 in training and 2.1-2.9x in inference.
 * `maybe_compile(model, enabled, inference)`: torch.compile (Inductor). For inference it also
   freezes the weights (`freezing`), which lets Inductor fold BN and pre-pack conv weights for
   oneDNN on CPU: the largest single CPU win measured here (docs/bench.md). Compiling costs tens of
@@ -78,9 +80,10 @@ def native_bf16(device: str) -> bool:
 
 
 def fast_dtype(device: str, fast: bool, requested: str | None = None) -> str:
-    """The compute dtype of a run: `requested` if given (checked), else bf16 on a CUDA fast path, else fp32."""
+    """The compute dtype of a run: `requested` if given (checked), else bf16 on a fast path where
+    the device computes bf16 natively, else fp32."""
     if requested is None:
-        return "bf16" if fast and device == "cuda" and native_bf16(device) else "fp32"
+        return "bf16" if fast and native_bf16(device) else "fp32"
     if requested not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {requested!r}")
     if requested == "bf16" and not native_bf16(device):
@@ -94,6 +97,31 @@ def autocast(device: str, dtype: str = "bf16"):
     if dtype == "bf16":
         return torch.autocast(device, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+class Float32Conv2d(nn.Conv2d):
+    """A Conv2d that computes in fp32 inside a bf16 autocast region (same parameters, same keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def is_depthwise(conv: nn.Module) -> bool:
+    return type(conv) is nn.Conv2d and conv.groups > 1 and conv.groups == conv.in_channels
+
+
+def keep_depthwise_fp32(model: nn.Module) -> nn.Module:
+    """Depthwise convs of `model` compute in fp32 under bf16 autocast (in place, returned).
+
+    For CPU training only: oneDNN's bf16 depthwise backward is slower than fp32's. A GhostNet
+    training step, eager, 1 thread, took 666 ms in fp32, 1195 ms in bf16, and 636 ms in bf16 with
+    its depthwise convs in fp32; EfficientNet-B0 took 2020 / 1651 / 1087 ms.
+    """
+    for conv in model.modules():
+        if is_depthwise(conv):
+            conv.__class__ = Float32Conv2d
+    return model
 
 
 def maybe_compile(model: nn.Module, enabled: bool, inference: bool = False):
@@ -119,10 +147,12 @@ def prepare_for_inference(model: nn.Module, device: str = "cpu", channels_last: 
 
 
 def prepare_for_training(model: nn.Module, device: str = "cpu", channels_last: bool = True,
-                         compile: bool = False) -> nn.Module:
+                         compile: bool = False, dtype: str = "fp32") -> nn.Module:
     """The training-side fast path (no fusion: BN statistics are needed). Wrap the steps in
-    `autocast(device)` for bf16 on a GPU; feed inputs through `to_input_format`."""
+    `autocast(device, dtype)`; feed inputs through `to_input_format`."""
     model = model.to(device)
+    if dtype == "bf16" and device == "cpu":
+        keep_depthwise_fp32(model)
     if channels_last:
         model = to_channels_last(model)
     return maybe_compile(model, compile)

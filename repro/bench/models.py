@@ -78,7 +78,8 @@ class Runner:
         self.y = torch.randint(0, num_classes, (batch,), device=device)
         model = build().to(device).train()
         if fast:
-            model = fastpath.prepare_for_training(model, device, channels_last=True, compile=self.compile)
+            model = fastpath.prepare_for_training(model, device, channels_last=True, compile=self.compile,
+                                                  dtype=self.dtype)
         self.model, self.x_train = model, fastpath.to_input_format(x, fast)
         self.opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
@@ -102,7 +103,9 @@ class Runner:
             return self.net(x)
 
     def protocol(self) -> dict:
-        return {"fast": self.fast, "dtype": "bf16 autocast" if self.dtype == "bf16" else "fp32",
+        dtype = "fp32" if self.dtype == "fp32" else "bf16 autocast" + (
+            " (training: depthwise convs fp32)" if self.device == "cpu" else "")
+        return {"fast": self.fast, "dtype": dtype,
                 "memory_format": "channels_last" if self.fast else "contiguous (NCHW)", "compile": self.compile,
                 "fused_bn": self.fast, "bn_folded": self.folded, "batchnorms": self.batchnorms}
 
