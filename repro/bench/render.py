@@ -13,7 +13,7 @@ def bench_files(store) -> list[Path]:
 
 
 def render_bench_markdown(store) -> str:
-    parts = []
+    parts, records = [], []
     for path in bench_files(store):
         try:
             rec = json.loads(path.read_text())
@@ -24,11 +24,39 @@ def render_bench_markdown(store) -> str:
         render = {"models": _models, "data": _data, "overhead": _overhead}.get(rec.get("kind"))
         if render:
             parts.append(render(rec, path.name))
+            records.append((path.name, rec))
     if not parts:
         return ""
     head = ("## Performance\n\nMeasured by `repro bench` (see docs/bench.md). Medians of repeated timings; "
             "on a shared machine they are noisy. A benchmark reports, it is not a pass/fail check.\n")
-    return "\n".join([head, *parts])
+    summary = _vs_timm_summary(records)
+    return "\n".join([head, *([summary] if summary else []), *parts])
+
+
+def _path_label(fast: bool, dtype: str) -> str:
+    return "default" if not fast else "fast" + (f" ({dtype})" if dtype != "fp32" else "")
+
+
+def _vs_timm_summary(records: list[tuple[str, dict]]) -> str:
+    """Every ours/timm ratio of every file in one table: one row per model and path."""
+    rows = []
+    for name, rec in records:
+        proto = rec.get("protocol", {})
+        dtype = proto.get("dtype", "fp32")
+        for c in rec.get("vs_timm") or []:
+            rows.append((c["timm"], c["ours_fast"], dtype, c, proto, name))
+    if not rows:
+        return ""
+    lines = ["### Ours vs timm, every file", "",
+             "Ratios are ours / timm speed in the same process (> 1: ours faster); timm runs its default "
+             "path (fp32, NCHW). Each row's protocol is in its file's section below.", "",
+             "| timm twin | ours path | train | infer | latency (b=1) | device | torch | load (1 min) | file |",
+             "|---|---|---:|---:|---:|---|---|---:|---|"]
+    for twin, fast, dtype, c, proto, name in sorted(rows, key=lambda r: (r[0], r[1], r[2] != "fp32")):
+        lines.append(f"| `{twin}` | {_path_label(fast, dtype)} | {c['train_ratio']:.2f}x | {c['infer_ratio']:.2f}x | "
+                     f"{c['latency_ratio']:.2f}x | {proto.get('device_name', proto.get('device', ''))} | "
+                     f"{proto.get('torch', '')} | {proto.get('load_average_1min', '')} | {name} |")
+    return "\n".join(lines) + "\n"
 
 
 def _protocol_line(p: dict) -> str:
@@ -51,8 +79,7 @@ def _models(rec: dict, name: str) -> str:
         lines += ["", "| ours | timm | ours path | train ratio | infer ratio | latency ratio |", "|---|---|---|---:|---:|---:|"]
         dtype = rec["protocol"].get("dtype", "fp32")
         for c in rec["vs_timm"]:
-            path = ("fast" + (f" ({dtype})" if dtype != "fp32" else "")) if c["ours_fast"] else "default"
-            lines.append(f"| `{c['ours']}` | `{c['timm']}` | {path} | "
+            lines.append(f"| `{c['ours']}` | `{c['timm']}` | {_path_label(c['ours_fast'], dtype)} | "
                          f"{c['train_ratio']:.2f}x | {c['infer_ratio']:.2f}x | {c['latency_ratio']:.2f}x |")
         lines.append("\nRatios are ours / timm speed (> 1: ours faster), same process, same protocol; "
                      "timm runs its default path (fp32, NCHW).")
