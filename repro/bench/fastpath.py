@@ -76,7 +76,10 @@ def native_bf16(device: str) -> bool:
     """Whether `device` computes bf16 in hardware (CUDA: Ampere or newer; CPU: AVX512-BF16 or AMX)."""
     if device == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    try:  # a private op, but the one oneDNN itself consults; a torch without it gets fp32
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def fast_dtype(device: str, fast: bool, requested: str | None = None) -> str:
