@@ -203,11 +203,8 @@ def _models_bench(args, models, device: str, threads: int, proto: dict) -> dict:
 def _dtype(args, device: str, fast: bool) -> str:
     from repro.bench import fastpath
 
-    requested = getattr(args, "dtype", None)
-    if requested == "bf16" and not fast:
-        raise ConfigError("--dtype bf16 belongs to the fast path: add --fast (the default path is timm's: fp32)")
     try:
-        return fastpath.fast_dtype(device, fast, requested)
+        return fastpath.fast_dtype(device, fast, getattr(args, "dtype", None))
     except ValueError as exc:
         raise ConfigError(f"--dtype: {exc}") from None
 

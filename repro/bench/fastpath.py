@@ -89,6 +89,8 @@ def fast_dtype(device: str, fast: bool, requested: str | None = None) -> str:
         return "bf16" if fast and native_bf16(device) else "fp32"
     if requested not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {requested!r}")
+    if requested == "bf16" and not fast:
+        raise ValueError("bf16 belongs to the fast path: add --fast (the default path is timm's: fp32)")
     if requested == "bf16" and not native_bf16(device):
         raise ValueError(f"bf16 on {device}: this {device.upper()} has no native bf16 "
                          f"(needs AVX512-BF16/AMX on CPU, Ampere or newer on CUDA); emulated bf16 is slower than fp32")
@@ -112,6 +114,11 @@ class Float32Conv2d(nn.Conv2d):
 
 def is_depthwise(conv: nn.Module) -> bool:
     return type(conv) is nn.Conv2d and conv.groups > 1 and conv.groups == conv.in_channels
+
+
+def depthwise_fp32_in_training(device: str, dtype: str) -> bool:
+    """Whether `prepare_for_training` keeps depthwise convs fp32 (see `keep_depthwise_fp32`)."""
+    return dtype == "bf16" and device == "cpu"
 
 
 def keep_depthwise_fp32(model: nn.Module) -> nn.Module:
@@ -154,7 +161,7 @@ def prepare_for_training(model: nn.Module, device: str = "cpu", channels_last: b
     """The training-side fast path (no fusion: BN statistics are needed). Wrap the steps in
     `autocast(device, dtype)`; feed inputs through `to_input_format`."""
     model = model.to(device)
-    if dtype == "bf16" and device == "cpu":
+    if depthwise_fp32_in_training(device, dtype):
         keep_depthwise_fp32(model)
     if channels_last:
         model = to_channels_last(model)

@@ -104,7 +104,7 @@ class Runner:
 
     def protocol(self) -> dict:
         dtype = "fp32" if self.dtype == "fp32" else "bf16 autocast" + (
-            " (training: depthwise convs fp32)" if self.device == "cpu" else "")
+            " (training: depthwise convs fp32)" if fastpath.depthwise_fp32_in_training(self.device, self.dtype) else "")
         return {"fast": self.fast, "dtype": dtype,
                 "memory_format": "channels_last" if self.fast else "contiguous (NCHW)", "compile": self.compile,
                 "fused_bn": self.fast, "bn_folded": self.folded, "batchnorms": self.batchnorms}
