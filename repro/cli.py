@@ -62,7 +62,8 @@ def _cells(args):
     from repro.spec import expand_cells, load_table
 
     table = load_table(args.table)
-    cells = expand_cells(table, args.preset, seeds=args.seeds, overrides=_parse_set(getattr(args, "set", None)))
+    overrides, sources = overrides_of(args)
+    cells = expand_cells(table, args.preset, seeds=args.seeds, overrides=overrides, override_sources=sources)
     only = getattr(args, "only", None)
     if only:
         wanted = []
@@ -75,6 +76,34 @@ def _cells(args):
         if not cells:
             raise ConfigError(f"--only {' '.join(only)} matches no cell of {table.id}; see `repro run {args.table} --dry-run`")
     return table, cells
+
+
+def overrides_of(args) -> tuple[dict, dict]:
+    """The preset overrides a run command gives (--recipe FILE, then --set), and their sources."""
+    overrides, sources = _recipe_file(getattr(args, "recipe", None))
+    command_line = _parse_set(getattr(args, "set", None))
+    overrides.update(command_line)
+    for key in command_line:
+        sources.pop(key, None)
+    return overrides, sources
+
+
+def _recipe_file(path) -> tuple[dict, dict]:
+    """`--recipe FILE`: recipe fields in timm train.py's names (an official timm-style config) as
+    overrides, each sourced to the file; a key no recipe field has is refused, naming it."""
+    if not path:
+        return {}, {}
+    from repro.spec.load import read_yaml
+    from repro.spec.schema import TrainRecipe
+
+    body = read_yaml(Path(path))
+    if not isinstance(body, dict):
+        raise ConfigError(f"--recipe {path}: expected a mapping of recipe fields, e.g. 'lr: 0.004'")
+    unknown = [k for k in body if k not in TrainRecipe.model_fields]
+    if unknown:
+        raise ConfigError(f"--recipe {path}: {unknown[0]!r} is not a recipe field (repro reads timm train.py's "
+                          "recipe names: opt, lr, sched, mixup, aa, ...); remove it")
+    return {f"train.{k}": v for k, v in body.items()}, {f"train.{k}": str(path) for k in body}
 
 
 # Lightning's `ddp` strategy re-runs this command line in one child process per extra device. The
@@ -140,7 +169,9 @@ def cmd_run(args) -> int:
     if args.launcher == "local":
         _reclaim_own_job(todo, store)
     if args.dry_run:
-        return _print_plan(table, cells, store, todo)
+        return _print_plan_json(cells, todo) if args.json else _print_plan(table, cells, store, todo)
+    if args.json:
+        raise ConfigError("--json describes a plan: add --dry-run")
     store.check_writable()
     _check_devices(args)
     _check_buildable(table, todo.todo)
@@ -194,6 +225,19 @@ def _print_plan(table, cells, store, todo) -> int:
     for c in cells:
         what = status.get(c.id) if c.runnable else ("not in this suite" if c.model is None else f"skip: {c.skip}")
         print(f"  {c.id}  {c.row:>24} | {c.column:<12} seed {c.seed}  {c.model or '-'} {json.dumps(c.args) if c.model else ''}  -> {what}")
+    return 0
+
+
+def _print_plan_json(cells, todo) -> int:
+    from repro.spec.recipes import recipe_record
+
+    status = {c.id: "run" for c in todo.todo} | {c.id: "done" for c in todo.done} | {c.id: "in flight" for c in todo.in_flight}
+    for c in cells:
+        record = {"cell_id": c.id, "table": c.table_id, "row": c.row, "column": c.column, "seed": c.seed,
+                  "preset": c.preset_name, "proxy": c.preset.proxy, "model": c.model, "args": c.args,
+                  "init_from": c.init_from, "status": status.get(c.id) if c.runnable else "not run",
+                  "skip": c.skip, **(recipe_record(c.preset, c.sources) if c.runnable else {})}
+        print(json.dumps(record, default=str))
     return 0
 
 
@@ -322,9 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--preset", default="paper", help="preset from the paper's presets.yaml (paper, proxy, test)")
     sp.add_argument("--seeds", type=_positive_int, default=1, help="seeds per cell (default 1)")
     sp.add_argument("--dry-run", action="store_true", help="print the cells and what would run, run nothing")
+    sp.add_argument("--json", action="store_true",
+                    help="with --dry-run: one JSON object per cell (row, column, model args, the resolved recipe "
+                         "under timm's field names, and each field's source)")
     sp.add_argument("--only", action="append", metavar="ROW|COLUMN", help="run only matching cells (repeatable; * matches any)")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a preset field, e.g. --set train.lr=0.1 (changes the cells' ids: a new run)")
+    sp.add_argument("--recipe", metavar="FILE",
+                    help="a YAML of recipe fields in timm train.py's names (e.g. an official timm config) "
+                         "applied over the preset; --set wins over it")
     sp.add_argument("--data-root", default=os.environ.get("REPRO_DATA_ROOT"), help="folder holding <dataset>/ (or $REPRO_DATA_ROOT)")
     sp.add_argument("--launcher", choices=["local", "ray", "slurm"], default="local")
     sp.add_argument("--fast", action="store_true",
@@ -422,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("repro: interrupted; completed cells are kept, re-run to resume the rest", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `repro published ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         from repro.train.run import Stopped
 
@@ -429,9 +482,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"repro: {exc}; re-run the same command to resume from it", file=sys.stderr)
         return 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
-    except BrokenPipeError:  # `repro published ... | head`
-        sys.stderr.close()
-        return 0
 
 
 if __name__ == "__main__":

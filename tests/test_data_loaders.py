@@ -36,15 +36,31 @@ def _types(compose):
 
 
 def test_transform_recipes():
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+    from torchvision import transforms as tv
+
+    from repro.spec.schema import TrainRecipe
+
     train = classification_transforms({"name": "imagenet", "image_size": 224}, train=True)
-    assert _types(train)[:2] == [v2.RandomResizedCrop, v2.RandomHorizontalFlip]
+    assert isinstance(train.transforms[0], RandomResizedCropAndInterpolation)
+    assert isinstance(train.transforms[1], tv.RandomHorizontalFlip)
     val = classification_transforms({"name": "imagenet", "image_size": 224}, train=False)
-    assert val.transforms[0].size == [256] and list(val.transforms[1].size) == [224, 224]
+    assert val.transforms[0].size == 256 and list(val.transforms[1].size) == [224, 224]  # crop_pct 0.875
+    # The recipe's augmentation reaches timm's transform: RandAugment, bicubic crops, the scale range.
+    recipe = TrainRecipe(batch_size=8, max_steps=1, lr=0.1, aa="rand-m7-mstd0.5-inc1", scale=(0.35, 1.0),
+                         train_interpolation="bicubic")
+    strong = classification_transforms({"name": "imagenet", "image_size": 192}, train=True, recipe=recipe)
+    assert strong.transforms[0].scale == (0.35, 1.0) and strong.transforms[0].size == (192, 192)
+    assert any(type(t).__name__ == "RandAugment" for t in strong.transforms)
+    bicubic_eval = classification_transforms({"name": "imagenet", "image_size": 224, "crop_pct": 0.9,
+                                              "interpolation": "bicubic"}, train=False)
+    assert bicubic_eval.transforms[0].size == 248  # floor(224 / 0.9), timm's rule
     cifar_train = classification_transforms({"name": "cifar10", "image_size": 32}, train=True)
     assert v2.RandomCrop in _types(cifar_train) and v2.RandomHorizontalFlip in _types(cifar_train)
-    # digits and traffic signs must not be mirrored unless asked for
+    # digits and traffic signs must not be mirrored unless the recipe asks for it
     assert v2.RandomHorizontalFlip not in _types(classification_transforms({"name": "svhn"}, True))
-    assert v2.RandomHorizontalFlip in _types(classification_transforms({"name": "svhn", "hflip": True}, True))
+    flip = TrainRecipe(batch_size=8, max_steps=1, lr=0.1, hflip=0.5)
+    assert v2.RandomHorizontalFlip in _types(classification_transforms({"name": "svhn"}, True, recipe=flip))
     with pytest.raises(DataError, match="augment"):
         classification_transforms({"augment": "autoaugment"}, True)
 

@@ -149,7 +149,7 @@ def test_rows_train_at_their_own_resolution():
     for row, (_, _, size, _) in SCALING.items():
         data = table2[row].preset.data
         assert data.image_size == size == table2[row].complexity_input_size
-        assert data.resize == round(256 * size / 224)  # the same 224/256 crop fraction at every size
+        assert data.crop_pct == table2[row].preset.data.crop_pct  # the eval crop keeps its fraction at every size
     table3 = _cells("efficientnet/table3", "paper")
     assert table3["mnv1_r2"].preset.data.image_size == 448
     assert table3["mnv1_compound"].preset.data.image_size == 291

@@ -273,8 +273,12 @@ def resolution(multiplier: float, base: int = 224) -> int:
 
 
 def _variant(name: str):
-    def build(num_classes: int = 1000, **kwargs) -> EfficientNet:
-        return efficientnet(name, num_classes, **kwargs)
+    # An explicit signature, so a recipe's drop_rate / drop_path_rate find their arguments and the
+    # resolved args of a cell name every value that builds it.
+    def build(num_classes: int = 1000, width: float | None = None, depth: float | None = None,
+              dropout: float | None = None, drop_path_rate: float = 0.2, se_ratio: float = 0.25) -> EfficientNet:
+        return efficientnet(name, num_classes, width=width, depth=depth, dropout=dropout,
+                            drop_path_rate=drop_path_rate, se_ratio=se_ratio)
     build.__name__ = f"efficientnet_{name}"
     return build
 

@@ -26,6 +26,26 @@ LOADERS = {
     "synthetic_coco": "repro.data.synthetic_coco",
 }
 
+# The data keys each dataset reads, beside name/image_size/num_classes/path. Kept here rather than
+# in the loader modules so a spec is checked without importing them; any other key is refused
+# (a key that changes a cell's hash must change its run).
+_TRANSFORM = ("augment", "crop_pct", "interpolation", "mean", "std")  # repro.data.transforms
+KEYS = {
+    "synthetic": (*_TRANSFORM, "train_size", "val_size", "seed", "noise"),
+    "imagenet": _TRANSFORM,
+    "cifar10": _TRANSFORM,
+    "svhn": (*_TRANSFORM, "extra"),
+    "gtsrb": (*_TRANSFORM, "crop_roi"),
+    "coco": ("year", "hflip", "size_scale"),
+    "synthetic_coco": ("num_train", "num_val", "max_objects", "seed", "hflip", "size_scale"),
+}
+COMMON_KEYS = ("name", "image_size", "num_classes", "path")
+
+
+def unknown_keys(cfg: dict) -> list[str]:
+    """Keys of a data cfg that its dataset does not read."""
+    return sorted(set(cfg) - set(COMMON_KEYS) - set(KEYS.get(cfg.get("name"), ())))
+
 DATA_ROOT_ENV = "REPRO_DATA_ROOT"
 
 
@@ -38,7 +58,9 @@ def resolve_root(cfg: dict, data_root: str | os.PathLike | None) -> Path | None:
     return Path(base).expanduser() / cfg["name"]
 
 
-def build_dataset(cfg: dict, split: str, data_root: str | os.PathLike | None = None):
+def build_dataset(cfg: dict, split: str, data_root: str | os.PathLike | None = None, transform=None):
+    """`transform`: the classification transform (repro.data.transforms); None builds the split's
+    default, without a recipe's augmentation."""
     name = cfg.get("name")
     if name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(LOADERS))}")
@@ -49,4 +71,6 @@ def build_dataset(cfg: dict, split: str, data_root: str | os.PathLike | None = N
             f"or set {DATA_ROOT_ENV}"
         )
     module = importlib.import_module(LOADERS[name])
-    return module.build(cfg, split, root)
+    if name in ("coco", "synthetic_coco"):  # box-aware transforms of their own
+        return module.build(cfg, split, root)
+    return module.build(cfg, split, root, transform)

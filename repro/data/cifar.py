@@ -85,8 +85,10 @@ class InMemoryImages(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[index])), self.targets[index]
 
 
-def build(cfg: dict, split: str, root: Path) -> InMemoryImages:
+def build(cfg: dict, split: str, root: Path, transform=None) -> InMemoryImages:
     root = Path(root)
+    if transform is None:  # the split's default, without a recipe's augmentation
+        transform = classification_transforms(cfg, train=split == "train")
     if not root.is_dir():
         raise DataError(f"CIFAR-10 folder {root} does not exist; expected {LAYOUT}")
     if split not in FILES:
@@ -106,4 +108,4 @@ def build(cfg: dict, split: str, root: Path) -> InMemoryImages:
         if names:
             classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
-    return InMemoryImages(images, labels, classes, classification_transforms(cfg, train=split == "train"))
+    return InMemoryImages(images, labels, classes, transform)

@@ -120,8 +120,10 @@ class GTSRB(torch.utils.data.Dataset):
         return self.transform(image), label
 
 
-def build(cfg: dict, split: str, root: Path) -> GTSRB:
+def build(cfg: dict, split: str, root: Path, transform=None) -> GTSRB:
     root = Path(root)
+    if transform is None:  # the split's default, without a recipe's augmentation
+        transform = classification_transforms(cfg, train=split == "train")
     if not root.is_dir():
         raise DataError(f"GTSRB folder {root} does not exist; expected {LAYOUT}")
     base = _base(root)
@@ -137,5 +139,4 @@ def build(cfg: dict, split: str, root: Path) -> GTSRB:
     labels = [s[1] for s in samples]
     if not 0 <= min(labels) <= max(labels) < 43:
         raise DataError(f"GTSRB {split} labels range {min(labels)}..{max(labels)}; expected 0..42")
-    transform = classification_transforms(cfg, train=split == "train")
     return GTSRB(samples, transform, crop_roi=bool(cfg.get("crop_roi", False)))

@@ -36,8 +36,10 @@ def _class_dirs(split_dir: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
 
 
-def build(cfg: dict, split: str, root: Path):
+def build(cfg: dict, split: str, root: Path, transform=None):
     root = Path(root)
+    if transform is None:  # the split's default, without a recipe's augmentation
+        transform = classification_transforms(cfg, train=split == "train")
     if not root.is_dir():
         raise DataError(f"imagenet folder {root} does not exist; expected {LAYOUT}")
     folder = {"train": "train", "val": "val"}.get(split)
@@ -73,7 +75,7 @@ def build(cfg: dict, split: str, root: Path):
     # allow_empty: we report empty classes ourselves, with a count and an example.
     dataset = ImageFolder(
         str(split_dir),
-        transform=classification_transforms(cfg, train=split == "train"),
+        transform=transform,
         loader=load_rgb,
         allow_empty=True,
     )

@@ -48,8 +48,10 @@ def _load_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def build(cfg: dict, split: str, root: Path) -> InMemoryImages:
+def build(cfg: dict, split: str, root: Path, transform=None) -> InMemoryImages:
     root = Path(root)
+    if transform is None:  # the split's default, without a recipe's augmentation
+        transform = classification_transforms(cfg, train=split == "train")
     if not root.is_dir():
         raise DataError(f"SVHN folder {root} does not exist; expected {LAYOUT}")
     if split not in FILES:
@@ -61,4 +63,4 @@ def build(cfg: dict, split: str, root: Path) -> InMemoryImages:
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     digits = [str(d) for d in range(10)]
-    return InMemoryImages(images, labels, digits, classification_transforms(cfg, train=split == "train"))
+    return InMemoryImages(images, labels, digits, transform)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 # Distinct seeds per split so train and val never share an image.
@@ -39,8 +40,12 @@ def _gratings(protos, labels, size, phase, g):
 
 
 class SyntheticImages(Dataset):
+    """`transform`: None serves the generated tensors (the proxies); a transform (data.augment
+    `imagenet` or `cifar`) gets each image as an 8-bit PIL image, as a decoded file would be, so a
+    paper recipe's augmentation runs on it unchanged (the recipe canaries)."""
+
     def __init__(self, num_classes: int = 10, size: int = 2048, image_size: int = 32,
-                 seed: int = 0, split: str = "train", noise: float = 0.5):
+                 seed: int = 0, split: str = "train", noise: float = 0.5, transform=None):
         if num_classes < 2:
             raise ValueError("synthetic data needs at least 2 classes")
         self.num_classes = num_classes
@@ -55,17 +60,22 @@ class SyntheticImages(Dataset):
         images += 0.35 * _gratings(protos, distractor, image_size, torch.rand(size, generator=g) * 6.3, g)
         images += noise * torch.randn(images.shape, generator=g)
         self.images = images.contiguous()
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        return self.images[index], int(self.labels[index])
+        if self.transform is None:
+            return self.images[index], int(self.labels[index])
+        # Roughly +-2 std of the generated values onto 0..255.
+        pixels = ((self.images[index] * 0.25 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        return self.transform(Image.fromarray(pixels.permute(1, 2, 0).numpy())), int(self.labels[index])
 
 
-def build(cfg: dict, split: str, root=None) -> SyntheticImages:
+def build(cfg: dict, split: str, root=None, transform=None) -> SyntheticImages:
     size = cfg.get("train_size", 2048) if split == "train" else cfg.get("val_size", 512)
     return SyntheticImages(
         num_classes=cfg.get("num_classes", 10), size=size, image_size=cfg.get("image_size", 32),
-        seed=cfg.get("seed", 0), split=split, noise=cfg.get("noise", 0.5),
+        seed=cfg.get("seed", 0), split=split, noise=cfg.get("noise", 0.5), transform=transform,
     )

@@ -1,18 +1,19 @@
 """Image decoding and the classification transforms shared by every classification loader.
 
-Two recipes, picked by the `augment` key of the data cfg (default: `cifar` for the 32 px
-datasets cifar10/svhn/gtsrb, `imagenet` for everything else):
+The `augment` key of the data cfg picks the geometry style (default: `cifar` for the 32 px
+datasets cifar10/svhn/gtsrb, `none` for the synthetic tensors, `imagenet` for everything else):
 
-* `imagenet`: train = RandomResizedCrop(image_size) + horizontal flip;
-  eval = Resize(resize) + CenterCrop(image_size), with `resize` defaulting to
-  round(image_size / 0.875) (224 -> 256, the usual ratio).
-* `cifar`: for 32 px datasets (cifar10, svhn, gtsrb). train = RandomCrop(image_size, padding=4)
-  + horizontal flip; eval = no geometry. Both first resize to image_size x image_size, which
-  changes nothing for 32x32 CIFAR/SVHN and squares GTSRB's variable-size images.
+* `imagenet`: timm's `create_transform`, as timm's train.py builds it from the recipe
+  (RandomResizedCrop with `scale`/`ratio`/`train_interpolation`, flip, `aa` or `color_jitter`,
+  random erasing); eval resizes to floor(image_size / crop_pct) with the data cfg's
+  `interpolation` and centre-crops image_size (timm's rule; crop_pct 0.875: 224 -> 256).
+* `cifar`: train = square Resize + RandomCrop(image_size, padding=4) + flip; eval = the resize
+  only (a no-op for 32x32 CIFAR/SVHN; it squares GTSRB's variable-size signs).
+* `none`: the synthetic dataset's tensors as generated (the proxies).
 
-Both end with ToImage -> float in [0, 1] -> Normalize (ImageNet mean/std unless cfg sets
-`mean`/`std`). `hflip: false` in the cfg turns the flip off; it defaults to off for svhn and
-gtsrb because a mirrored digit or traffic sign is a different (or no) class.
+Normalisation: ImageNet mean/std unless the cfg sets `mean`/`std`. The flip probability is the
+recipe's `hflip`, defaulting to 0.5, or 0 for svhn and gtsrb, where a mirrored digit or traffic
+sign is a different (or no) class.
 """
 
 from __future__ import annotations
@@ -27,40 +28,64 @@ from repro.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_CROP_PCT = 0.875
 
 # Datasets where a left-right mirror changes the meaning of the image.
 NO_FLIP_DATASETS = ("svhn", "gtsrb")
 # Datasets whose images already have (or are resized by the loader to) the training size.
 SMALL_IMAGE_DATASETS = ("cifar10", "svhn", "gtsrb")
+STYLES = ("imagenet", "cifar", "none")
+# The data keys the transforms read (every loader accepts them).
+TRANSFORM_KEYS = ("augment", "crop_pct", "interpolation", "mean", "std")
 
 
-def classification_transforms(cfg: dict, train: bool) -> v2.Compose:
-    size = int(cfg.get("image_size", 224))
-    default = "cifar" if cfg.get("name") in SMALL_IMAGE_DATASETS else "imagenet"
-    augment = cfg.get("augment", default)
-    flip = bool(cfg.get("hflip", cfg.get("name") not in NO_FLIP_DATASETS))
+def augment_style(cfg: dict) -> str:
+    name = cfg.get("name")
+    default = "cifar" if name in SMALL_IMAGE_DATASETS else "none" if name == "synthetic" else "imagenet"
+    style = cfg.get("augment", default)
+    if style not in STYLES:
+        raise DataError(f"unknown data.augment {style!r}; use one of {', '.join(STYLES)}")
+    return style
 
-    if augment == "cifar":
-        # Square resize first: a no-op for CIFAR/SVHN (already 32x32), and it brings GTSRB's
-        # 15..250 px signs to the training size.
-        steps = [v2.Resize((size, size), antialias=True)]
+
+def flip_probability(cfg: dict, recipe=None) -> float:
+    if recipe is not None and recipe.hflip is not None:
+        return recipe.hflip
+    return 0.0 if cfg.get("name") in NO_FLIP_DATASETS else 0.5
+
+
+def classification_transforms(cfg: dict, train: bool, recipe=None, image_size: int | None = None):
+    """The transform of a split; `recipe` (a TrainRecipe) supplies the training augmentation, and
+    `image_size` a progressive-resolution epoch's size. None for style `none`."""
+    size = int(image_size or cfg.get("image_size", 224))
+    style = augment_style(cfg)
+    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    if style == "none":
+        return None
+    if style == "imagenet":
+        from timm.data import create_transform
+
         if train:
-            steps.append(v2.RandomCrop(size, padding=4))
-    elif augment == "imagenet":
-        if train:
-            steps = [v2.RandomResizedCrop(size, antialias=True)]
-        else:
-            resize = int(cfg.get("resize", round(size / 0.875)))
-            steps = [v2.Resize(resize, antialias=True), v2.CenterCrop(size)]
-    else:
-        raise DataError(f"unknown data.augment {augment!r}; use 'imagenet' or 'cifar'")
-
-    if train and flip:
-        steps.append(v2.RandomHorizontalFlip())
+            r = recipe
+            return create_transform(
+                size, is_training=True, scale=r.scale if r else None, ratio=r.ratio if r else None,
+                hflip=flip_probability(cfg, r), vflip=0.0, color_jitter=r.color_jitter if r else None,
+                auto_augment=r.aa if r else None, interpolation=r.train_interpolation if r else "bilinear",
+                re_prob=r.reprob if r else 0.0, mean=mean, std=std)
+        return create_transform(size, is_training=False, interpolation=cfg.get("interpolation", "bilinear"),
+                                crop_pct=float(cfg.get("crop_pct", DEFAULT_CROP_PCT)), mean=mean, std=std)
+    # Square resize first: a no-op for CIFAR/SVHN (already 32x32), and it brings GTSRB's
+    # 15..250 px signs to the training size.
+    steps = [v2.Resize((size, size), antialias=True)]
+    if train:
+        steps.append(v2.RandomCrop(size, padding=4))
+        flip = flip_probability(cfg, recipe)
+        if flip:
+            steps.append(v2.RandomHorizontalFlip(flip))
     steps += [
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=list(cfg.get("mean", IMAGENET_MEAN)), std=list(cfg.get("std", IMAGENET_STD))),
+        v2.Normalize(mean=list(mean), std=list(std)),
     ]
     return v2.Compose(steps)
 

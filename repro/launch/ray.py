@@ -81,7 +81,7 @@ def run_cell_task(table_ref: str, preset: str, seeds: int, overrides: dict, cell
 def launch_ray(args, table, todo: Plan, store: Store) -> int:
     from tqdm.auto import tqdm
 
-    from repro.cli import _parse_set
+    from repro.cli import overrides_of
 
     if (args.gpus or 1) > 1 or (args.cpus or 1) > 1 or args.nodes > 1:
         raise ConfigError("--launcher ray runs each cell on one device; for DDP use --launcher slurm "
@@ -91,7 +91,7 @@ def launch_ray(args, table, todo: Plan, store: Store) -> int:
         return 0
     ray = start_ray(args.ray_address, None, store)
     task = ray.remote(run_cell_task).options(num_cpus=1, num_gpus=1 if args.gpus else 0, max_retries=0)
-    overrides = _parse_set(args.set)
+    overrides = overrides_of(args)[0]
     pending = {}
     for cell in todo.todo:
         ref = task.remote(args.table, args.preset, args.seeds, overrides, cell.id, str(store.root), args.data_root,

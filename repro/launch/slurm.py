@@ -168,7 +168,7 @@ def check_controller_reachable(timeout_s: float = 10.0) -> None:
 
 
 def launch_slurm(args, table, todo: Plan, store: Store) -> int:
-    from repro.cli import _parse_set
+    from repro.cli import overrides_of
 
     for cell in reclaim_dead_jobs(todo, store):
         print(f"  {cell.id} {cell.row} | {cell.column}: its job is gone from the queue; submitting again")
@@ -180,7 +180,7 @@ def launch_slurm(args, table, todo: Plan, store: Store) -> int:
     check_controller_reachable()
     workers = max(1, todo.todo[0].preset.train.model_dump().get("num_workers") or 1)
     executor = make_executor(args, store, cpus_per_task=workers)
-    jobs_for = [CellJob(table_ref=args.table, preset=args.preset, seeds=args.seeds, overrides=_parse_set(args.set),
+    jobs_for = [CellJob(table_ref=args.table, preset=args.preset, seeds=args.seeds, overrides=overrides_of(args)[0],
                         cell_id=cell.id, store_root=str(store.root), data_root=args.data_root, wandb_mode=args.wandb,
                         accelerator="gpu" if args.gpus else "cpu", devices=args.gpus or args.cpus or 1,
                         num_nodes=args.nodes) for cell in todo.todo]

@@ -31,7 +31,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-# Runtime knobs a preset may set through `train.extra.detector` (proposal counts, RoI sampling, ...):
+# Runtime knobs a preset may set through `train.detector` (proposal counts, RoI sampling, ...):
 # they change cost, not the architecture named by the spec, and are hashed with the recipe.
 RUNTIME_KNOBS = (
     "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test",

@@ -37,6 +37,7 @@ from collections import defaultdict
 from repro.complexity import COUNTING_RULE, cell_complexity
 from repro.report import verdicts as V
 from repro.spec.cells import expand_cells
+from repro.spec.recipes import DETECTION_DATASETS
 from repro.spec.load import list_papers, load_table
 from repro.spec.schema import TableSpec
 from repro.store import Store
@@ -122,6 +123,8 @@ def table_report(table, by_group: dict, store: Store) -> dict:
     for preset_name, preset in table.paper.presets.items():
         if spec.presets.get(preset_name, preset_name) != preset_name:
             continue  # this table aliases the name to another preset, listed under its own name
+        if (preset.data.name in DETECTION_DATASETS) != (spec.task == "detection"):
+            continue  # a preset of the other kind: this table never runs it
         cells = expand_cells(table, preset_name)
         with_runs = {c.group_key for c in cells if c.runnable and by_group.get(c.group_key)}
         # A preset whose runs all show under an earlier one adds nothing (Table 3's r=1 rows are

@@ -15,6 +15,7 @@ from typing import Any
 
 from repro.errors import ConfigError, SpecError
 from repro.spec.load import Table
+from repro.spec.recipes import COMMAND_LINE, apply_overrides, check_recipe, model_overrides, with_row_recipe
 from repro.spec.schema import Preset
 
 INHERIT = "__inherit__"
@@ -45,6 +46,7 @@ class Cell:
     difference_of: tuple[str, str] | None = None  # a derived column: (a, b) = a minus b, by the report
     paper: str = ""
     extra: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)  # recipe field -> where its value comes from
 
     @property
     def runnable(self) -> bool:
@@ -129,29 +131,6 @@ def resolve_args(table: Table, model: str, args: dict) -> dict:
     return resolved
 
 
-def apply_overrides(preset: Preset, overrides: dict[str, Any]) -> Preset:
-    """`{"train.lr": 0.1, "data.train_size": 512}` on top of a preset, validated like the file."""
-    from pydantic import ValidationError
-
-    body = preset.model_dump()
-    for key, value in overrides.items():
-        section, _, field_name = key.partition(".")
-        if section not in ("train", "data") or not field_name:
-            raise ConfigError(f"--set {key}: expected train.<field> or data.<field>, e.g. train.lr=0.1")
-        if section == "train" and field_name not in body["train"]:
-            raise ConfigError(f"--set {key}: the recipe has no field {field_name!r}; fields: {', '.join(body['train'])}")
-        body[section][field_name] = value
-        if field_name == "max_steps":
-            body[section]["max_epochs"] = None
-        elif field_name == "max_epochs":
-            body[section]["max_steps"] = None
-    try:
-        return Preset.model_validate(body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"--set: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-
-
 def preset_for_row(preset: Preset, table: Table, row) -> Preset:
     """The preset a row trains with: its image size (and eval resize) scaled by the row's input
     size over the table's, when the preset follows row resolutions (Preset.scale_resolution_with_rows)."""
@@ -159,28 +138,30 @@ def preset_for_row(preset: Preset, table: Table, row) -> Preset:
     if not (preset.scale_resolution_with_rows and row.input_size and base) or row.input_size == base:
         return preset
     data = preset.data.model_dump()
-    for key in ("image_size", "resize"):
-        if data.get(key):
-            data[key] = round(data[key] * row.input_size / base)
+    data["image_size"] = round(data["image_size"] * row.input_size / base)  # crop_pct keeps the eval crop's fraction
     return Preset.model_validate({**preset.model_dump(), "data": data})
 
 
 def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_offset: int = 0,
-                 overrides: dict[str, Any] | None = None) -> list[Cell]:
+                 overrides: dict[str, Any] | None = None, override_sources: dict[str, str] | None = None) -> list[Cell]:
+    """The table's cells under a preset; `overrides` ({"train.lr": 0.1}) apply last, each sourced
+    to `override_sources[key]` or the command line."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     spec = table.spec
     resolved_name, preset = table.paper.preset(preset_name, spec)
-    if overrides:
-        preset = apply_overrides(preset, overrides)
     published = table.paper.published.tables[spec.table]
     notes = {(n.row, n.column): n.note for n in published.notes}
-    overrides = {(c.row, c.column): c for c in spec.cells}
+    cell_overrides = {(c.row, c.column): c for c in spec.cells}
     cells = []
     for row in spec.rows:
-        row_preset = preset_for_row(preset, table, row)
+        row_preset, sources = with_row_recipe(preset, resolved_name, row, str(table.path), table.paper.row_recipes)
+        row_preset = preset_for_row(row_preset, table, row)
+        if overrides:
+            row_preset = apply_overrides(row_preset, overrides)
+            sources.update({key.partition(".")[2]: (override_sources or {}).get(key, COMMAND_LINE) for key in overrides})
         for col in spec.columns:
-            over = overrides.get((row.id, col.id))
+            over = cell_overrides.get((row.id, col.id))
             # Args merge table < row < column < cell; a level that names another model starts
             # its args afresh (the table's args belong to the table's model).
             model, args = spec.model, dict(spec.args)
@@ -198,8 +179,17 @@ def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_
             if spec.complexity and spec.complexity.column:
                 complexity = values.get(spec.complexity.column)
             resolved = resolve_args(table, model, args) if model else args
+            if model and not skip:
+                check_recipe(row_preset, spec.task, f"{table.path} [{resolved_name}] row {row.id!r}", sources)
+                accepted = set(inspect.signature(builder_for(table, model)).parameters)
+                try:
+                    resolved.update(model_overrides(row_preset.train, accepted))
+                except SpecError as exc:
+                    raise SpecError(f"{table.path} [{resolved_name}] ({row.id}, {col.id}): {exc}") from None
             init_from = over.init_from if over else None
-            init_from_cell = resolve_init_from(table, init_from, preset_name) if init_from else None
+            # The source runs under the same family: `proxy` here (or its alias target, proxy_coco) is `proxy` there.
+            family = {target: name for name, target in spec.presets.items()}.get(preset_name, preset_name)
+            init_from_cell = resolve_init_from(table, init_from, family) if init_from else None
             label = f"{published.rows[row.id].label} / {published.columns[col.id].label}"
             for seed in range(seed_offset, seed_offset + seeds):
                 cells.append(Cell(
@@ -210,6 +200,7 @@ def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_
                     published_complexity=complexity,
                     complexity_input_size=row.input_size or (spec.complexity.input_size if spec.complexity else 224),
                     skip=skip, difference_of=col.difference_of, init_from=init_from, init_from_cell=init_from_cell, paper=table.paper.name,
+                    sources=sources,
                 ))
     return cells
 

@@ -12,9 +12,13 @@ import yaml
 from pydantic import ValidationError
 
 from repro.errors import SpecError
-from repro.spec.schema import Preset, PublishedPaper, TableSpec
+from repro.spec.schema import Preset, PublishedPaper, RowRecipe, Strict, TableSpec
 
-DATA_FILES = {"published.yaml", "presets.yaml"}
+
+class _RowRecipes(Strict):
+    presets: dict[str, RowRecipe]
+
+DATA_FILES = {"published.yaml", "presets.yaml", "row_recipes.yaml"}
 # Extra folders holding paper packages (os.pathsep-separated), for papers kept outside this repo.
 EXTRA_PAPERS_ENV = "REPRO_PAPERS"
 
@@ -80,6 +84,17 @@ class PaperDir:
             raise SpecError(f"{path}: expected a mapping of preset name -> preset")
         return {name: validate(Preset, body, path) for name, body in raw.items()}
 
+    @cached_property
+    def row_recipes(self) -> dict[str, dict[str, RowRecipe]]:
+        """`row_recipes.yaml`: named per-row recipe fields (a variant's), per preset; optional."""
+        path = self.path / "row_recipes.yaml"
+        if not path.exists():
+            return {}
+        raw = read_yaml(path)
+        if not isinstance(raw, dict):
+            raise SpecError(f"{path}: expected a mapping of recipe name -> preset -> fields")
+        return {name: validate(_RowRecipes, {"presets": body}, path).presets for name, body in raw.items()}
+
     def table_names(self) -> list[str]:
         return sorted(p.stem for p in self.path.glob("*.yaml") if p.name not in DATA_FILES)
 
@@ -116,7 +131,7 @@ def _mtimes(*paths: Path) -> tuple:
 
 
 def _paper_dir(path: Path) -> PaperDir:
-    stamp = _mtimes(path / "published.yaml", path / "presets.yaml")
+    stamp = _mtimes(path / "published.yaml", path / "presets.yaml", path / "row_recipes.yaml")
     cached = _PAPERS.get(path)
     if cached is None or cached[0] != stamp:
         cached = _PAPERS[path] = (stamp, PaperDir(path))
@@ -178,6 +193,9 @@ def load_table(ref: str) -> Table:
     spec = validate(TableSpec, read_yaml(path), path)
     table = Table(paper, name, spec)
     check_against_published(table)
+    for row in spec.rows:
+        if isinstance(row.recipe, str) and row.recipe not in paper.row_recipes:
+            raise SpecError(f"{path}: row {row.id!r}: recipe {row.recipe!r} is not in {paper.name}/row_recipes.yaml")
     _TABLES[path] = (stamp, table)
     return table
 

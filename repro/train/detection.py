@@ -6,8 +6,8 @@
     detector's losses; validation runs COCOeval and logs box_ap / mask_ap (AP@[.5:.95] x 100,
     the "mmAP" the papers print) plus AP50/AP75;
   * init_from: loads the backbone weights of a finished classification run.
-The optimizer/schedule code is the classification module's, with one addition: the `step`
-schedule of detection recipes decays at given fractions of training (1x: epochs 8 and 11 of 12).
+The optimizer, schedule (mmdet's 1x is `sched: multistep`, `decay_milestones: [8, 11]`) and
+gradient clipping are the classification module's, from the recipe through timm and Lightning.
 """
 
 from __future__ import annotations
@@ -20,15 +20,18 @@ from repro.data.coco import detection_collate
 from repro.data.coco_eval import evaluate_coco, to_coco_results
 from repro.errors import ConfigError, RunFailed
 from repro.nn.detection import RUNTIME_KNOBS, load_classification_weights
+from repro.data import build_dataset
 from repro.train.data import ClassificationData
 from repro.train.module import ClassificationModule, NonFiniteLoss
 
-# The 1x schedule of Detectron/mmdet: x0.1 after 8 and after 11 of 12 epochs.
-DEFAULT_LR_STEPS = (8 / 12, 11 / 12)
-
-
 class DetectionData(ClassificationData):
-    """Same datasets and loaders as classification, with the list-of-targets collate."""
+    """Same datasets and loaders as classification, with the list-of-targets collate; the
+    detection datasets apply their own (box-aware) transforms."""
+
+    def prepare(self):
+        self.train_set = build_dataset(self.data_cfg, "train", self.data_root)
+        self.val_set = build_dataset(self.data_cfg, "val", self.data_root)
+        return self
 
     def _loader(self, dataset, shuffle: bool, drop_last: bool):
         return torch.utils.data.DataLoader(
@@ -38,10 +41,8 @@ class DetectionData(ClassificationData):
 
 
 class DetectionModule(ClassificationModule):
-    default_lr_steps = DEFAULT_LR_STEPS  # mmdet's 1x: x0.1 after epochs 8 and 11 of 12
-
-    def __init__(self, model, recipe: dict, total_steps: int, masks: bool = False):
-        super().__init__(model, recipe, total_steps)
+    def __init__(self, model, recipe, total_steps: int, updates_per_epoch: int = 1, masks: bool = False):
+        super().__init__(model, recipe, total_steps, updates_per_epoch)
         self.masks = masks
         self._detections: list[dict] = []
 
@@ -65,13 +66,6 @@ class DetectionModule(ClassificationModule):
             self.log(f"train/{name}", value, batch_size=len(images))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(images))
         return loss
-
-    def on_before_optimizer_step(self, optimizer):
-        # Detectors trained from scratch (the proxies) can blow up in their first steps; recipes
-        # may clip the gradient norm (`train.extra.grad_clip`, as mmdet's grad_clip max_norm).
-        max_norm = self.recipe.get("extra", {}).get("grad_clip")
-        if max_norm:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
 
     def on_validation_epoch_start(self):
         self._detections = []
@@ -105,10 +99,10 @@ def build_detector(table, cell):
     from repro.spec.cells import builder_for
 
     data = cell.preset.data.model_dump()
-    knobs = dict(cell.preset.train.extra.get("detector", {}))
+    knobs = dict(cell.preset.train.detector)
     unknown = set(knobs) - set(RUNTIME_KNOBS)
     if unknown:
-        raise ConfigError(f"preset {cell.preset_name}: train.extra.detector has unknown key(s) {sorted(unknown)}; "
+        raise ConfigError(f"preset {cell.preset_name}: train.detector has unknown key(s) {sorted(unknown)}; "
                           f"allowed: {', '.join(RUNTIME_KNOBS)}")
     try:
         return builder_for(table, cell.model)(
@@ -147,11 +141,10 @@ def init_backbone(model, table, cell, store) -> dict:
 
 def detection_parts(table, cell, opts, per_device_batch: int, world: int):
     """(datamodule, LightningModule, total steps, extra result fields) of a detection cell."""
-    from repro.train.run import total_steps
+    from repro.train.run import total_steps, updates_per_epoch
 
-    recipe = cell.preset.train.model_dump()
-    data = DetectionData(cell.preset.data.model_dump(), per_device_batch, recipe.get("num_workers", 0),
-                         opts.data_root).prepare()
+    recipe = cell.preset.train
+    data = DetectionData(cell.preset.data.model_dump(), per_device_batch, recipe, opts.data_root).prepare()
     if data.train_set.num_classes != cell.preset.data.num_classes:
         raise ConfigError(
             f"preset {cell.preset_name}: data.num_classes is {cell.preset.data.num_classes} but "
@@ -162,5 +155,6 @@ def detection_parts(table, cell, opts, per_device_batch: int, world: int):
     extra = {"detector": {"min_size": list(model.transform.min_size), "max_size": model.transform.max_size}}
     if cell.init_from_cell:
         extra.update(init_backbone(model, table, cell, opts.store))
-    module = DetectionModule(model, recipe, steps, masks=model.roi_heads.has_mask())
+    module = DetectionModule(model, recipe, steps, updates_per_epoch(len(data.train_set), per_device_batch * world),
+                             masks=model.roi_heads.has_mask())
     return data, module, steps, extra

@@ -1,4 +1,5 @@
-"""The shared classification LightningModule: the step, the loss and the optimizer of a recipe.
+"""The shared classification LightningModule: the step and the loss; optimizer, schedule, Mixup
+and EMA come from the recipe through timm (repro.train.recipe).
 
 Paper folders reuse it with their recipe (presets.yaml); a paper whose recipe needs another step
 subclasses it in `papers/<paper>/module.py` and exports `LIGHTNING_MODULE`.
@@ -6,14 +7,13 @@ subclasses it in `papers/<paper>/module.py` and exports `LIGHTNING_MODULE`.
 
 from __future__ import annotations
 
-import math
-
 import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from repro.errors import RunFailed
+from repro.train.recipe import build_ema, build_mixup, build_optimizer, build_scheduler
 
 
 class NonFiniteLoss(RunFailed):
@@ -21,19 +21,29 @@ class NonFiniteLoss(RunFailed):
 
 
 class ClassificationModule(pl.LightningModule):
-    # Milestones of the "step" schedule when the recipe gives no train.extra.lr_steps (None: x0.1
-    # at 1/3 and 2/3 of training, see lr_lambda).
-    default_lr_steps: tuple[float, ...] | None = None
+    """`recipe` is the cell's TrainRecipe; `updates_per_epoch` turns its epoch fields into updates."""
 
-    def __init__(self, model: nn.Module, recipe: dict, total_steps: int):
+    def __init__(self, model: nn.Module, recipe, total_steps: int, updates_per_epoch: int = 1):
         super().__init__()
         self.model = model
         self.recipe = recipe
         self.total_steps = total_steps
+        self.updates_per_epoch = max(1, updates_per_epoch)
+        self.mixup = build_mixup(recipe, self._num_classes())
+        self.model_ema = build_ema(model, recipe)
         self._val = None
+
+    def _num_classes(self) -> int:
+        head = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        return head[-1].out_features if head else 0
 
     def forward(self, x):
         return self.model(x)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights evaluated: the EMA's where the recipe keeps one (timm's --model-ema)."""
+        return self.model_ema.module if self.model_ema is not None else self.model
 
     channels_last = False  # the fast path (repro.train.run.use_fast_path) sets it with the model's format
 
@@ -45,7 +55,11 @@ class ClassificationModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
-        loss = F.cross_entropy(self(images), labels, label_smoothing=self.recipe.get("label_smoothing", 0.0))
+        if self.mixup is not None:
+            images, soft_targets = self.mixup(images, labels)
+            loss = torch.sum(-soft_targets * F.log_softmax(self(images), dim=-1), dim=-1).mean()
+        else:
+            loss = F.cross_entropy(self(images), labels, label_smoothing=self.recipe.smoothing)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(
                 f"training loss became {loss.item()} at step {self.global_step}; lower the learning rate "
@@ -55,13 +69,17 @@ class ClassificationModule(pl.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.model_ema is not None:
+            self.model_ema.update(self.model, step=self.global_step)
+
     # Accuracy from summed counts, gathered over ranks, so every rank reports the same number.
     def on_validation_epoch_start(self):
         self._val = torch.zeros(4, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch, batch_idx):
         images, labels = batch
-        logits = self(images)
+        logits = self.eval_model(images)
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
         self._val += torch.stack([
             (top5[:, 0] == labels).sum().double(),
@@ -85,45 +103,18 @@ class ClassificationModule(pl.LightningModule):
         }, sync_dist=False, rank_zero_only=False)
 
     def configure_optimizers(self):
-        r = self.recipe
-        params = self.parameters()
-        if r["optimizer"] == "sgd":
-            opt = torch.optim.SGD(params, lr=r["lr"], momentum=r["momentum"], weight_decay=r["weight_decay"], nesterov=False)
-        elif r["optimizer"] == "adamw":
-            opt = torch.optim.AdamW(params, lr=r["lr"], weight_decay=r["weight_decay"])
-        else:  # rmsprop, with EfficientNet's decay/momentum/eps
-            opt = torch.optim.RMSprop(params, lr=r["lr"], alpha=0.9, eps=1e-3, momentum=r["momentum"], weight_decay=r["weight_decay"])
-        lr_steps = r.get("extra", {}).get("lr_steps", self.default_lr_steps)
-        if r["schedule"] == "step" and lr_steps:
-            schedule = step_lambda(lr_steps, self.total_steps, r.get("warmup_steps", 0))
+        optimizer = build_optimizer(self.model, self.recipe)
+        schedule = build_scheduler(optimizer, self.recipe, self.updates_per_epoch, self.total_steps)
+        if schedule.scheduler is None:
+            return optimizer
+        self._schedule_on_updates = schedule.on_updates
+        interval = "step" if schedule.on_updates else "epoch"
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule.scheduler, "interval": interval}}
+
+    def lr_scheduler_step(self, scheduler, metric):
+        # timm's schedulers step as in its train.py: after each update with the updates done, or at
+        # the end of an epoch with the next epoch's number.
+        if self._schedule_on_updates:
+            scheduler.step_update(num_updates=self.global_step)
         else:
-            schedule = lr_lambda(r["schedule"], self.total_steps, r.get("warmup_steps", 0))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def step_lambda(fractions, total_steps: int, warmup_steps: int = 0):
-    """Linear warm-up, then x0.1 at each fraction of training (`train.extra.lr_steps`: e.g. 8/12
-    and 11/12 for a detection 1x schedule, 1/2 and 3/4 for He et al.'s CIFAR ResNets)."""
-    milestones = sorted(round(f * total_steps) for f in fractions)
-    warm = lr_lambda("constant", total_steps, warmup_steps)
-    return lambda step: warm(step) * 0.1 ** sum(step >= m for m in milestones)
-
-
-def lr_lambda(schedule: str, total_steps: int, warmup_steps: int = 0):
-    """Multiplier of the base lr at a step: linear warm-up, then the recipe's decay to 0."""
-    total = max(total_steps, 1)
-
-    def factor(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))
-        if schedule == "linear":
-            return 1.0 - progress
-        if schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        if schedule == "step":
-            return 0.1 ** int(progress * 3)
-        return 1.0
-
-    return factor
+            scheduler.step(epoch=self.current_epoch + 1)

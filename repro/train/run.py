@@ -97,20 +97,29 @@ def module_class(table: Table):
     return getattr(mod, "LIGHTNING_MODULE")
 
 
-def total_steps(recipe: dict, train_len: int, world_batch: int) -> int:
-    if recipe.get("max_steps"):
-        return recipe["max_steps"]
-    return recipe["max_epochs"] * max(1, train_len // world_batch)
+def updates_per_epoch(train_len: int, world_batch: int) -> int:
+    return max(1, train_len // world_batch)  # the train loader drops its last partial batch
+
+
+def total_steps(recipe, train_len: int, world_batch: int) -> int:
+    if recipe.max_steps:
+        return recipe.max_steps
+    return recipe.epochs * updates_per_epoch(train_len, world_batch)
 
 
 def classification_parts(table: Table, cell: Cell, opts: RunOptions, per_device_batch: int, world: int):
     """(datamodule, LightningModule, total steps, extra result fields) of a classification cell."""
     from repro.train.data import ClassificationData
+    from repro.train.recipe import apply_batchnorm
 
-    recipe = cell.preset.train.model_dump()
-    data = ClassificationData(cell.preset.data.model_dump(), per_device_batch, recipe.get("num_workers", 0), opts.data_root).prepare()
+    recipe = cell.preset.train
+    if (recipe.mixup or recipe.cutmix) and recipe.mixup_mode == "batch" and per_device_batch % 2:
+        raise ConfigError(f"{cell.id}: batch-mode mixup/cutmix needs an even batch per process, got {per_device_batch}")
+    data = ClassificationData(cell.preset.data.model_dump(), per_device_batch, recipe, opts.data_root).prepare()
     steps = total_steps(recipe, len(data.train_set), per_device_batch * world)
-    module = module_class(table)(build_model(table, cell), recipe, steps)
+    model = build_model(table, cell)
+    apply_batchnorm(model, recipe)
+    module = module_class(table)(model, recipe, steps, updates_per_epoch(len(data.train_set), per_device_batch * world))
     return data, module, steps, {}
 
 
@@ -162,30 +171,27 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
     started = time.time()
     stop_request = _SigtermFlag()
     try:
-        recipe = cell.preset.train.model_dump()
+        recipe = cell.preset.train
         world = opts.devices * opts.num_nodes
-        per_device_batch = max(1, recipe["batch_size"] // world)
-        if per_device_batch * world != recipe["batch_size"] and rank_zero:
+        per_device_batch = max(1, recipe.batch_size // world)
+        if per_device_batch * world != recipe.batch_size and rank_zero:
             print(f"repro: warning: {cell.id}: global batch {per_device_batch * world} ({per_device_batch} x {world} processes) "
-                  f"differs from the recipe's {recipe['batch_size']}, which the world size does not divide", file=sys.stderr)
+                  f"differs from the recipe's {recipe.batch_size}, which the world size does not divide", file=sys.stderr)
         pl.seed_everything(cell.seed, workers=True, verbose=False)
         data, module, steps, task_fields = task_parts(table, cell, opts, per_device_batch, world)
         if opts.fast:
             task_fields["train_path"] = use_fast_path(module, table, opts)
         ckpt = store.checkpoint_path(cell.id)
-        every = recipe.get("checkpoint_every_steps") or max(1, steps // 10)
+        every = recipe.checkpoint_every_steps or max(1, steps // 10)
         saver = AtomicCheckpoint(ckpt, every)
         callbacks = [saver, RecordStep(store, cell.id), *opts.extra_callbacks]
         if world == 1 and stop_request.install():
             callbacks.append(SaveAndStopOnSigterm(saver, stop_request))
         if opts.progress:
             callbacks.append(StepReporter(opts.progress))
-        precise_bn_batches = recipe["extra"].get("precise_bn_batches")
-        if precise_bn_batches:
-            if table.spec.task != "classification":
-                raise ConfigError(f"{table.id}: train.extra.precise_bn_batches is for classification tables")
-            callbacks.append(PreciseBN(int(precise_bn_batches), seed=cell.seed))
-        eval_every = recipe.get("eval_every_steps")
+        if recipe.precise_bn_batches:
+            callbacks.append(PreciseBN(recipe.precise_bn_batches, seed=cell.seed))
+        eval_every = recipe.eval_every_steps
         trainer = pl.Trainer(
             max_steps=steps, max_epochs=-1,
             accelerator=opts.accelerator, devices=opts.devices, num_nodes=opts.num_nodes,
@@ -195,6 +201,9 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
             callbacks=callbacks,
             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             num_sanity_val_steps=0, check_val_every_n_epoch=None,
+            gradient_clip_val=recipe.clip_grad, gradient_clip_algorithm=recipe.clip_mode if recipe.clip_grad else None,
+            # A progressive-resolution recipe rebuilds its train loader at each epoch's size.
+            reload_dataloaders_every_n_epochs=1 if recipe.image_size_schedule else 0,
             val_check_interval=eval_every if eval_every and eval_every < steps else 10**12,
             log_every_n_steps=max(1, min(50, steps // 10)),
             default_root_dir=str(run_dir),
@@ -240,7 +249,7 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
         "complexity": cell_complexity(table, cell),
         "steps": int(trainer.global_step), "resumed_from_step": resumed_from,
         "world_size": trainer.world_size, "global_batch": per_device_batch * trainer.world_size,
-        "paper_batch": recipe["batch_size"],
+        "paper_batch": recipe.batch_size,
         **({"rank_metrics": rank_metrics} if trainer.world_size > 1 else {}),
         "wall_time_s": round(time.time() - started, 2),
         "git_commit": git_commit(), "hardware": hardware(),
