@@ -219,3 +219,43 @@ def test_paper_recipe_canary(table_id, preset, row, column):
     assert not result.climbed, f"loss climbed: {result.losses} at lr {result.lrs}"
     expected = cell.args["min_size"] if table.spec.task == "detection" else cell.preset.data.image_size
     assert result.image_size == expected  # the network ran at the recipe's resolution
+
+
+# ------------------------------------------------------------------ parts a recipe switches on
+def test_progressive_resolution_changes_the_train_size_by_epoch():
+    """FasterNet's 192 px until epoch 280, then 224: here 24 px, then 32 from epoch 2."""
+    from types import SimpleNamespace
+
+    from repro.train.data import ClassificationData
+
+    recipe = _recipe(image_size_schedule={0: 24, 2: 32}, scale=(0.5, 1.0))
+    cfg = {"name": "synthetic", "image_size": 32, "num_classes": 4, "train_size": 8, "val_size": 4,
+           "augment": "imagenet"}
+    data = ClassificationData(cfg, 4, recipe).prepare()
+    assert [data.train_image_size(e) for e in (0, 1, 2, 300)] == [24, 24, 32, 32]
+    data.trainer = SimpleNamespace(current_epoch=0)
+    assert next(iter(data.train_dataloader()))[0].shape[-1] == 24
+    data.trainer = SimpleNamespace(current_epoch=2)
+    assert next(iter(data.train_dataloader()))[0].shape[-1] == 32
+    assert next(iter(data.val_dataloader()))[0].shape[-1] == 32  # evaluation stays at image_size
+
+
+def test_ema_weights_are_the_ones_evaluated_and_bn_settings_reach_every_layer():
+    from repro.train.module import ClassificationModule
+    from repro.train.recipe import apply_batchnorm
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3))
+    model(torch.zeros(1, 3, 8, 8))
+    recipe = _recipe(model_ema=True, model_ema_decay=0.5, bn_momentum=0.01, bn_eps=1e-3)
+    apply_batchnorm(model, recipe)
+    assert (model[1].momentum, model[1].eps) == (0.01, 1e-3)
+    module = ClassificationModule(model, recipe, total_steps=10)
+    assert module.eval_model is module.model_ema.module and module.eval_model is not model
+    assert not any(p.requires_grad for p in module.model_ema.parameters())  # DDP must not wait for them
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    before = module.model_ema.module[0].weight.clone()
+    module.model_ema.update(model, step=10)  # timm copies on the first update; decay applies after
+    after = module.model_ema.module[0].weight
+    assert torch.allclose(after, 0.5 * before + 0.5 * model[0].weight)  # decay 0.5: halfway
