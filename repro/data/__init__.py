@@ -40,6 +40,22 @@ KEYS = {
     "synthetic_coco": ("num_train", "num_val", "max_objects", "seed", "hflip", "size_scale"),
 }
 COMMON_KEYS = ("name", "image_size", "num_classes", "path")
+# Datasets of boxes, whose loaders apply their own (box-aware) transforms.
+DETECTION_DATASETS = ("coco", "synthetic_coco")
+# Datasets whose images already have (or are resized by the loader to) the training size.
+SMALL_IMAGE_DATASETS = ("cifar10", "svhn", "gtsrb")
+AUGMENT_STYLES = ("imagenet", "cifar", "none")  # repro.data.transforms documents each
+
+
+def augment_style(cfg: dict) -> str:
+    """data.augment, or the dataset's default: `cifar` for the 32 px datasets, `none` for the
+    synthetic tensors, `imagenet` for everything else."""
+    name = cfg.get("name")
+    default = "cifar" if name in SMALL_IMAGE_DATASETS else "none" if name == "synthetic" else "imagenet"
+    style = cfg.get("augment", default)
+    if style not in AUGMENT_STYLES:
+        raise DataError(f"unknown data.augment {style!r}; use one of {', '.join(AUGMENT_STYLES)}")
+    return style
 
 
 def unknown_keys(cfg: dict) -> list[str]:
@@ -71,6 +87,6 @@ def build_dataset(cfg: dict, split: str, data_root: str | os.PathLike | None = N
             f"or set {DATA_ROOT_ENV}"
         )
     module = importlib.import_module(LOADERS[name])
-    if name in ("coco", "synthetic_coco"):  # box-aware transforms of their own
+    if name in DETECTION_DATASETS:
         return module.build(cfg, split, root)
     return module.build(cfg, split, root, transform)

@@ -24,6 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 
+from repro.data import augment_style
 from repro.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -32,20 +33,6 @@ DEFAULT_CROP_PCT = 0.875
 
 # Datasets where a left-right mirror changes the meaning of the image.
 NO_FLIP_DATASETS = ("svhn", "gtsrb")
-# Datasets whose images already have (or are resized by the loader to) the training size.
-SMALL_IMAGE_DATASETS = ("cifar10", "svhn", "gtsrb")
-STYLES = ("imagenet", "cifar", "none")
-# The data keys the transforms read (every loader accepts them).
-TRANSFORM_KEYS = ("augment", "crop_pct", "interpolation", "mean", "std")
-
-
-def augment_style(cfg: dict) -> str:
-    name = cfg.get("name")
-    default = "cifar" if name in SMALL_IMAGE_DATASETS else "none" if name == "synthetic" else "imagenet"
-    style = cfg.get("augment", default)
-    if style not in STYLES:
-        raise DataError(f"unknown data.augment {style!r}; use one of {', '.join(STYLES)}")
-    return style
 
 
 def flip_probability(cfg: dict, recipe=None) -> float:

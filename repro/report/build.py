@@ -37,7 +37,7 @@ from collections import defaultdict
 from repro.complexity import COUNTING_RULE, cell_complexity
 from repro.report import verdicts as V
 from repro.spec.cells import expand_cells
-from repro.spec.recipes import DETECTION_DATASETS
+from repro.data import DETECTION_DATASETS
 from repro.spec.load import list_papers, load_table
 from repro.spec.schema import TableSpec
 from repro.store import Store

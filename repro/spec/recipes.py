@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from repro.data import DETECTION_DATASETS, augment_style, unknown_keys
 from repro.errors import ConfigError, SpecError
 from repro.spec.schema import Preset, TrainRecipe
 
@@ -25,14 +26,6 @@ DETECTION_ONLY = ("detector",)
 # Training augmentation read by the timm transform (data.augment `imagenet`); `cifar` reads hflip.
 IMAGENET_AUGMENTATION = ("aa", "color_jitter", "scale", "ratio", "reprob", "train_interpolation")
 COMMAND_LINE = "--set on the command line"
-DETECTION_DATASETS = ("coco", "synthetic_coco")
-
-
-def augment_style(data: dict) -> str:
-    """data.augment, or the dataset's default (repro.data.transforms documents the styles)."""
-    name = data.get("name")
-    default = "cifar" if name in ("cifar10", "svhn", "gtsrb") else "none" if name == "synthetic" else "imagenet"
-    return data.get("augment", default)
 
 
 def unread_fields(recipe: TrainRecipe, task: str, style: str) -> list[str]:
@@ -68,8 +61,6 @@ def unread_fields(recipe: TrainRecipe, task: str, style: str) -> list[str]:
 def check_recipe(preset: Preset, task: str, where: str, sources: dict[str, str]) -> None:
     """A preset a cell runs: every data key read by its dataset, every recipe field by the run,
     every source naming a field."""
-    from repro.data import unknown_keys
-
     data = preset.data.model_dump()
     if (data["name"] in DETECTION_DATASETS) != (task == "detection"):
         raise SpecError(f"{where}: the preset trains on {data['name']!r}, which does not suit a {task} table; "

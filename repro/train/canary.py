@@ -22,12 +22,12 @@ from torch.utils.data import Subset
 from repro.errors import ConfigError
 from repro.spec.cells import Cell, build_model
 from repro.spec.load import Table
-from repro.spec.recipes import DETECTION_DATASETS, augment_style
+from repro.data import DETECTION_DATASETS, augment_style
 from repro.spec.schema import Preset
 
+SGD_FAMILY = ("sgd", "momentum", "nesterov", "sgdw", "nesterovw")
 # Training-set sizes of the datasets a paper recipe names: the updates per epoch its schedule
 # counts with (ImageNet-1k train 1,281,167; CIFAR-10 50,000; SVHN train 73,257; GTSRB 39,209).
-SGD_FAMILY = ("sgd", "momentum", "nesterov", "sgdw", "nesterovw")
 # COCO train2017 has 118,287 images (117,266 with annotations, the ones a detector trains on).
 TRAIN_IMAGES = {"imagenet": 1_281_167, "cifar10": 50_000, "svhn": 73_257, "gtsrb": 39_209, "coco": 117_266}
 
@@ -77,14 +77,14 @@ def run_canary(table: Table, cell: Cell, steps: int = 4, batch_size: int = 2) ->
     from dataclasses import replace
 
     from repro.train.recipe import apply_batchnorm
-    from repro.train.run import module_class, quiet_lightning, updates_per_epoch
+    from repro.train.run import module_class, quiet_lightning, total_steps, updates_per_epoch
 
     real = cell.preset
     if real.data.name not in TRAIN_IMAGES:
         raise ConfigError(f"{cell.preset_name}: no canary for a recipe on {real.data.name!r} (not a paper dataset)")
     recipe = real.train
     per_epoch = updates_per_epoch(TRAIN_IMAGES[real.data.name], recipe.batch_size)
-    total = recipe.max_steps or recipe.epochs * per_epoch
+    total = total_steps(recipe, TRAIN_IMAGES[real.data.name], recipe.batch_size)
     preset = canary_preset(real, batch_size, steps)
     quiet_lightning()
     pl.seed_everything(cell.seed, verbose=False)
