@@ -49,12 +49,23 @@ def cmd_list(args) -> int:
 def _parse_set(items: list[str] | None) -> dict:
     import yaml
 
+    from repro.spec.load import parse_yaml, yaml_problem
+    from repro.spec.recipes import looks_secret
+
     overrides = {}
     for item in items or []:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=0.1")
-        overrides[key.strip()] = yaml.safe_load(value)
+        if looks_secret(key):
+            # Never echo the value: it would land in the shell's scrollback and CI logs.
+            raise ConfigError(f"--set {key}: looks like a secret; --set values are recorded in config.json, result.json "
+                              "and W&B, so pass secrets in environment variables (e.g. WANDB_API_KEY), never --set")
+        try:
+            overrides[key] = parse_yaml(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: the value is not valid YAML ({yaml_problem(exc)[1]})") from None
     return overrides
 
 

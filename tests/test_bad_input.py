@@ -234,3 +234,149 @@ def test_ray_requested_but_unreachable(capsys, tmp_path):
     check_one_line_error(capsys, [*RUN, "papers/shufflenet/table2", "--preset", "test", "--launcher", "ray",
                                   "--ray-address", "127.0.0.1:1", "--store", str(tmp_path / "s")],
                          "no Ray cluster answers", store=tmp_path / "s")
+
+
+# ----------------------------------------------------------------- --set values torch would reject
+# The schema bounds each of these; before, they passed it and failed inside torch, mid-run.
+@pytest.mark.parametrize("override,needle", [
+    ("train.momentum=-0.5", "train.momentum: Input should be greater than or equal to 0"),
+    ("train.momentum=1.5", "train.momentum: Input should be less than 1"),
+    ("train.weight_decay=-1e-4", "train.weight_decay: Input should be greater than or equal to 0"),
+    ("train.lr=-0.1", "train.lr: Input should be greater than 0"),
+    ("train.lr=0", "train.lr: Input should be greater than 0"),
+    ("train.lr=.inf", "train.lr: Input should be a finite number"),
+    ("train.lr=.nan", "train.lr: Input should be a finite number"),
+    ("train.epochs=0", "train.epochs: Input should be greater than 0"),
+    ("train.max_steps=-3", "train.max_steps: Input should be greater than 0"),
+    ("train.batch_size=100000000", "train.batch_size: Input should be less than or equal to 1000000"),
+    ("train.workers=-1", "train.workers: Input should be greater than or equal to 0"),
+    ("train.smoothing=1", "train.smoothing: Input should be less than 1"),
+    ("train.opt_betas=[1.5,0.9]", "opt_betas must each be in [0, 1)"),
+    ("train.scale=[0.5,0.1]", "scale must be (low, high) with 0 < low <= high <= 1"),
+    ("train.ratio=[0,1]", "ratio must be (low, high) with 0 < low"),
+    ("train.color_jitter=[-1,0,0]", "color_jitter values must be >= 0"),
+    ("train.color_jitter=[1,x,3]", "train.color_jitter: Input should be a valid number"),
+    ("train.image_size_schedule={0: 0}", "image_size_schedule maps epoch >= 0 to a size in 1..4096"),
+    ("data.train_size=0", "train_size must be from 1 to"),
+    ("data.train_size=abc", "train_size must be a whole number"),
+    ("data.train_size=1.5", "train_size must be a whole number"),
+    ("data.val_size=-5", "val_size must be from 1 to"),
+    ("data.seed=abc", "seed must be a whole number"),
+    ("data.seed=-1", "seed must be from 0 to 4294967295"),
+    ("data.seed=true", "seed must be a whole number"),
+    ("data.noise=-1", "noise must be from 0 to 100"),
+    ("data.noise=.nan", "noise must be a number"),
+    ("data.image_size=0", "data.image_size: Input should be greater than 0"),
+    ("data.image_size=100000", "data.image_size: Input should be less than or equal to 4096"),
+    ("data.num_classes=1", "data.num_classes: Input should be greater than 1"),
+    ("data.std=[0,1,1]", "std must be a list of 3 positive numbers"),
+    ("data.mean=[0.5,0.5]", "mean must be a list of 3 numbers"),
+    ("data.interpolation=cubic", "interpolation must be one of bilinear, bicubic, nearest"),
+    ("data.augment=heavy", "augment must be one of imagenet, cifar, none"),
+])
+def test_set_values_the_run_would_reject(capsys, tmp_path, override, needle):
+    check_one_line_error(capsys, [*RUN, "papers/shufflenet/table2", "--preset", "test", "--set", override,
+                                  "--store", str(tmp_path)], needle, store=tmp_path)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.detector={rpn_topn: 10}", "detector.rpn_topn is not a detector setting"),
+    ("train.detector={rpn_batch_size_per_image: many}", "train.detector.rpn_batch_size_per_image: Input should be a valid"),
+    ("train.detector={box_detections_per_img: 0}", "detector.box_detections_per_img must be a whole number"),
+    ("train.detector={box_score_thresh: 2}", "detector.box_score_thresh must be from 0 to 1"),
+])
+def test_bad_detector_knobs(capsys, tmp_path, override, needle):
+    check_one_line_error(capsys, [*RUN, "papers/shufflenet/table7", "--preset", "test", "--set", override,
+                                  "--store", str(tmp_path)], needle, store=tmp_path)
+
+
+def test_detector_knobs_match_the_detector_module():
+    from repro.nn.detection import RUNTIME_KNOBS
+    from repro.spec.schema import DETECTOR_KNOBS
+
+    assert set(DETECTOR_KNOBS) == set(RUNTIME_KNOBS)
+
+
+# A 300-byte document whose aliases expand to 9^9 (387 million) values.
+ALIAS_BOMB = "".join(f"{n}: &{n} [{', '.join(['*' + p] * 9 if p else ['x'] * 9)}]\n"
+                     for p, n in zip([""] + list("abcdefgh"), "abcdefghi"))
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("train.lr=[", "--set train.lr: the value is not valid YAML"),
+    ("train.lr={a: 1, a: 2}", "--set train.lr: the value is not valid YAML (duplicate key 'a', first on line 1)"),
+    ("train.scale=" + "[" * 40 + "]" * 40, "nested deeper than 32 levels"),
+    ("train.scale=&a [1, *a]", "an alias refers to the node that contains it"),
+    ("train.scale=" + ALIAS_BOMB.replace("\n", ", ").join("{}"), "aliases expand it to more than 100000 values"),
+    ("=0.1", "expected KEY=VALUE"),
+    (" =0.1", "expected KEY=VALUE"),
+])
+def test_set_values_that_are_not_yaml_or_too_big(capsys, tmp_path, override, needle):
+    import time
+
+    started = time.monotonic()
+    check_one_line_error(capsys, [*RUN, "papers/shufflenet/table2", "--preset", "test", "--set", override,
+                                  "--store", str(tmp_path)], needle, store=tmp_path)
+    assert time.monotonic() - started < 10, "refused, but not fast"
+
+
+@pytest.mark.parametrize("key", ["data.api_token", "train.password", "data.aws_secret_access_key", "wandb.apiKey",
+                                 "data.HF-TOKEN", "data.credentials", "data.db_passwd", "train.private_key"])
+def test_secret_looking_keys_are_refused_without_echoing_the_value(capsys, tmp_path, key):
+    line = check_one_line_error(capsys, [*RUN, "papers/shufflenet/table2", "--preset", "test", "--dry-run",
+                                         "--set", f"{key}=hunter2-s3cr3t", "--store", str(tmp_path)],
+                                f"--set {key}: looks like a secret", "environment variables", store=tmp_path)
+    assert "hunter2" not in line
+
+
+# ----------------------------------------------------------------- spec files that are not specs
+def _bytes_table(toy_root: Path, name: str, data: bytes) -> str:
+    (toy_root / "toypaper" / f"{name}.yaml").write_bytes(data)
+    return f"papers/toypaper/{name}"
+
+
+@pytest.mark.parametrize("name,data,needle", [
+    ("binary", b"table: t\n\x00\x01\x02\xff", "a binary file (it holds NUL bytes), not YAML text"),
+    ("latin1", GOOD_SPEC.replace("title: toy", "title: caf\xe9").encode("latin-1"), "line 3: not UTF-8 text (byte 0xe9)"),
+    ("utf16", GOOD_SPEC.encode("utf-16"), "UTF-16 text, not UTF-8; save it as UTF-8"),
+    ("empty", b"", "expected a mapping at the top level, got NoneType"),
+    ("deep", ("table: " + "[" * 100 + "]" * 100 + "\n").encode(), "line 1: not valid YAML (nested deeper than 32 levels)"),
+    ("dupkey", (GOOD_SPEC + "title: again\n").encode(), "line 8: not valid YAML (duplicate key 'title', first on line 3)"),
+    ("dupnested", GOOD_SPEC.replace("{scale: 0.25}", "{scale: 0.25, scale: 0.5}").encode(), "duplicate key 'scale'"),
+    ("bomb", (GOOD_SPEC + "notes: {" + ALIAS_BOMB.replace("\n", ", ") + "}\n").encode(), "aliases expand it to more than"),
+    ("recursive", (GOOD_SPEC + "notes: &n [a, *n]\n").encode(), "an alias refers to the node that contains it"),
+    ("pytag", b"table: !!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),
+])
+def test_spec_files_that_are_not_yaml_text(capsys, monkeypatch, toy_root, tmp_path, name, data, needle):
+    monkeypatch.setenv("REPRO_PAPERS", str(toy_root))
+    check_one_line_error(capsys, [*RUN, _bytes_table(toy_root, name, data), "--preset", "test", "--store", str(tmp_path)],
+                         needle, store=tmp_path)
+
+
+def test_spec_that_is_a_directory(capsys, monkeypatch, toy_root, tmp_path):
+    monkeypatch.setenv("REPRO_PAPERS", str(toy_root))
+    (toy_root / "toypaper" / "adir.yaml").mkdir(exist_ok=True)
+    try:
+        check_one_line_error(capsys, [*RUN, "papers/toypaper/adir", "--preset", "test", "--store", str(tmp_path)],
+                             "adir.yaml: is a directory, not a YAML file", store=tmp_path)
+    finally:
+        (toy_root / "toypaper" / "adir.yaml").rmdir()  # other tests list the folder's tables
+
+
+@pytest.mark.parametrize("name,text,needle", [
+    ("inputsmall", GOOD_SPEC.replace("{id: r1,", "{id: r1, input_size: 8,"), "rows.0.input_size: Input should be greater than or equal to 16"),
+    ("inputhuge", GOOD_SPEC.replace("{id: r1,", "{id: r1, input_size: 100000,"), "rows.0.input_size: Input should be less than or equal to 4096"),
+    ("inputscaled", GOOD_SPEC.replace("{id: r1,", "{id: r1, input_size: 16,") + "complexity: {input_size: 4096}\n",
+     "row 'r1': input_size 16 scales this preset's 32 px to 0 px"),
+    ("cxnegative", GOOD_SPEC + "complexity: {input_size: -224}\n", "complexity.input_size: Input should be greater than or equal to 16"),
+    ("tolinf", GOOD_SPEC + "tolerance: .inf\n", "tolerance: Input should be a finite number"),
+    ("initself", GOOD_SPEC + "cells: [{row: r1, column: a, init_from: 'toypaper/initself:r1|a'}]\n",
+     "init_from cycle: toypaper/initself:r1|a -> toypaper/initself:r1|a"),
+    ("initcycle", GOOD_SPEC + "cells: [{row: r1, column: a, init_from: 'toypaper/initcycle:r2|b'},"
+                              " {row: r2, column: b, init_from: 'toypaper/initcycle:r1|a'}]\n", "init_from cycle"),
+    ("initbad", GOOD_SPEC + "cells: [{row: r1, column: a, init_from: 'toypaper-initbad'}]\n", "expected <paper>/<table>:<row>|<column>"),
+])
+def test_specs_whose_values_are_out_of_range(capsys, monkeypatch, toy_root, tmp_path, name, text, needle):
+    monkeypatch.setenv("REPRO_PAPERS", str(toy_root))
+    check_one_line_error(capsys, [*RUN, toy_table(toy_root, name, text), "--preset", "test", "--store", str(tmp_path)],
+                         needle, store=tmp_path)

@@ -16,7 +16,7 @@ from typing import Any
 from repro.errors import ConfigError, SpecError
 from repro.spec.load import Table
 from repro.spec.recipes import COMMAND_LINE, apply_overrides, check_recipe, model_overrides, with_row_recipe
-from repro.spec.schema import Preset
+from repro.spec.schema import MAX_IMAGE_SIZE, Preset
 
 INHERIT = "__inherit__"
 
@@ -100,6 +100,12 @@ def builder_for(table: Table, model: str):
     return models[model]
 
 
+# The init_from references being resolved right now, outermost first: resolving one expands its
+# source table, whose own init_from may lead back here (a cycle would otherwise recurse until
+# Python gives up).
+_RESOLVING: list[str] = []
+
+
 def resolve_init_from(table: Table, ref: str, preset_name: str) -> str:
     """`shufflenet/table2:1x|g=3` -> the id of that cell (seed 0) under the preset `preset_name`
     names there (e.g. `proxy`, through that table's own `presets:` aliases)."""
@@ -109,12 +115,20 @@ def resolve_init_from(table: Table, ref: str, preset_name: str) -> str:
     row, bar, column = cell_ref.partition("|")
     if not (sep and bar and where.count("/") == 1):
         raise SpecError(f"{table.path}: init_from {ref!r}: expected <paper>/<table>:<row>|<column>, e.g. shufflenet/table2:1x|g=3")
-    source = load_table(where)
-    for cell in expand_cells(source, preset_name):
-        if cell.row == row and cell.column == column:
-            if not cell.runnable:
-                raise SpecError(f"{table.path}: init_from {ref!r} names a cell that is not run ({cell.skip or 'model null'})")
-            return cell.id
+    key = f"{where.strip('/')}:{row}|{column}@{preset_name}"
+    if key in _RESOLVING:
+        chain = " -> ".join(k.rpartition("@")[0] for k in _RESOLVING[_RESOLVING.index(key):] + [key])
+        raise SpecError(f"{table.path}: init_from cycle: {chain}; a cell cannot start from itself")
+    _RESOLVING.append(key)
+    try:
+        source = load_table(where)
+        for cell in expand_cells(source, preset_name):
+            if cell.row == row and cell.column == column:
+                if not cell.runnable:
+                    raise SpecError(f"{table.path}: init_from {ref!r} names a cell that is not run ({cell.skip or 'model null'})")
+                return cell.id
+    finally:
+        _RESOLVING.pop()
     raise SpecError(f"{table.path}: init_from {ref!r}: {where} has no cell row {row!r}, column {column!r}")
 
 
@@ -139,6 +153,10 @@ def preset_for_row(preset: Preset, table: Table, row) -> Preset:
         return preset
     data = preset.data.model_dump()
     data["image_size"] = round(data["image_size"] * row.input_size / base)  # crop_pct keeps the eval crop's fraction
+    if not 8 <= data["image_size"] <= MAX_IMAGE_SIZE:
+        raise SpecError(f"{table.path}: row {row.id!r}: input_size {row.input_size} scales this preset's "
+                        f"{preset.data.image_size} px to {data['image_size']} px (table input_size {base}); "
+                        f"outside 8..{MAX_IMAGE_SIZE}")
     return Preset.model_validate({**preset.model_dump(), "data": data})
 
 

@@ -34,18 +34,157 @@ def papers_roots() -> list[Path]:
     return [papers_root(), *extra]
 
 
-def read_yaml(path: Path) -> object:
+# Bounds on what a YAML document may hold. The largest shipped file has ~900 nodes, 8 levels and
+# 36 kB; the limits are far above that and far below what makes a parse slow: an alias bomb
+# ("billion laughs", a few hundred bytes) expands to 10^9 nodes in whatever walks it afterwards
+# (pydantic, json.dumps), so it is refused on its expanded size, before anything walks it.
+MAX_YAML_BYTES = 4 * 1024 * 1024
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 100_000  # counted with aliases expanded
+MAX_YAML_CHARS = 4 * 1024 * 1024  # scalar characters, aliases expanded
+
+
+class _BoundedSafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses duplicate keys (YAML says they are an error; PyYAML lets the
+    last one win silently), nesting deeper than MAX_YAML_DEPTH, and documents whose aliases
+    expand past MAX_YAML_NODES nodes or MAX_YAML_CHARS characters, or refer to themselves."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_mapping_node(self, anchor):
+        node = super().compose_mapping_node(anchor)
+        # Checked here, before construction: merge keys (`<<: *base`) flatten the mapping later, and
+        # a key a merge brings in may legitimately be overridden.
+        first_line = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            ident = (key.tag, key.value)
+            if ident in first_line:
+                raise yaml.composer.ComposerError(
+                    None, None, f"duplicate key {key.value!r}, first on line {first_line[ident]}", key.start_mark)
+            first_line[ident] = key.start_mark.line + 1
+        return node
+
+    def compose_document(self):
+        node = super().compose_document()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node, sizes: dict, open_nodes: set) -> tuple[int, int]:
+    """(nodes, scalar characters) of `node` with every alias expanded; raises past the bounds.
+    Memoised per node, so it costs one visit per distinct node whatever the expansion."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise yaml.composer.ComposerError(None, None, "an alias refers to the node that contains it: "
+                                          "a recursive document", node.start_mark)
+    if isinstance(node, yaml.ScalarNode):
+        size = (1, len(node.value))
+    else:
+        open_nodes.add(key)
+        children = [x for pair in node.value for x in pair] if isinstance(node, yaml.MappingNode) else node.value
+        nodes, chars = 1, 0
+        for child in children:
+            n, c = _expanded_size(child, sizes, open_nodes)
+            nodes, chars = nodes + n, chars + c
+        open_nodes.discard(key)
+        size = (nodes, chars)
+    if size[0] > MAX_YAML_NODES or size[1] > MAX_YAML_CHARS:
+        raise yaml.composer.ComposerError(
+            None, None, f"aliases expand it to more than {MAX_YAML_NODES} values or "
+            f"{MAX_YAML_CHARS // 2**20} MB of text; refused", node.start_mark)
+    sizes[key] = size
+    return size
+
+
+def parse_yaml(text: str) -> object:
+    """yaml.safe_load within the bounds above; raises yaml.YAMLError."""
+    loader = _BoundedSafeLoader(text)
     try:
-        text = path.read_text()
+        return loader.get_single_data()
+    except RecursionError:  # cannot happen within MAX_YAML_DEPTH; a backstop, not a path
+        raise yaml.YAMLError(f"nested too deeply (more than {MAX_YAML_DEPTH} levels)") from None
+    finally:
+        loader.dispose()
+
+
+def yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
+    """(" line N" or "", the problem) of a YAML error, on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" line {mark.line + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return where, " ".join(str(problem).split())
+
+
+def read_yaml(path: Path) -> object:
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise SpecError(f"{path}: is a directory, not a YAML file")
+        if path.exists() and not path.is_file():
+            raise SpecError(f"{path}: not a regular file (a device, pipe or socket); expected a YAML file")
+        with open(path, "rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise SpecError(f"{path}: larger than {MAX_YAML_BYTES // 2**20} MB; not a spec file")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # a byte-order mark: Windows editors' "Unicode"
+        raise SpecError(f"{path}: UTF-16 text, not UTF-8; save it as UTF-8")
+    if b"\x00" in data:
+        raise SpecError(f"{path}: a binary file (it holds NUL bytes), not YAML text")
     try:
-        return yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SpecError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as UTF-8") from None
+    try:
+        return parse_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where, problem = yaml_problem(exc)
         raise SpecError(f"{path}:{where}: not valid YAML ({problem})") from None
+
+
+# Names pydantic puts in an error's location for the member of a Union it tried ("int", "float",
+# "tuple[float, float]", "constrained-float"): they are not keys the user wrote.
+_UNION_MEMBERS = {"int", "float", "str", "bool", "list", "dict", "tuple"}
+
+
+def _is_union_member(part: str) -> bool:
+    return part in _UNION_MEMBERS or "[" in part or part.startswith(("constrained-", "function-"))
+
+
+def validation_problem(exc: ValidationError, more: bool = True) -> str:
+    """`loc.of.field: message` of the most useful error, on one line. An unknown key is usually a
+    typo, so it is named first; a value no member of a Union accepts gets each member's complaint."""
+    errors = [dict(e, loc=tuple(str(p) for p in e["loc"] if not _is_union_member(str(p))))
+              for e in exc.errors()]
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
+    same_place = [e for e in errors if e["loc"] == first["loc"]]
+    messages = list(dict.fromkeys(e["msg"] for e in same_place))
+    loc = ".".join(first["loc"]) or "(top level)"
+    rest = len(errors) - len(same_place)
+    text = f"{loc}: {' / '.join(messages)}" + (f" (+{rest} more)" if more and rest else "")
+    return " ".join(text.split())  # one line, whatever the keys hold
 
 
 def validate(schema, data, path: Path):
@@ -54,12 +193,9 @@ def validate(schema, data, path: Path):
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        # An unknown key is usually a typo, and the most useful thing to name.
-        err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        message = f"{path}: {loc}: {err['msg']}{more}"
-        raise SpecError(" ".join(message.split())) from None  # one line, whatever the keys hold
+        raise SpecError(f"{path}: {validation_problem(exc)}") from None
+    except RecursionError:  # read_yaml bounds nesting; a dict built in Python may not be
+        raise SpecError(f"{path}: nested too deeply") from None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from repro.data import DETECTION_DATASETS, augment_style, unknown_keys
 from repro.errors import ConfigError, SpecError
+from repro.spec.load import validation_problem
 from repro.spec.schema import Preset, TrainRecipe
 
 # Builder arguments the recipe's regularisation fields set, in order of preference.
@@ -26,6 +27,16 @@ DETECTION_ONLY = ("detector",)
 # Training augmentation read by the timm transform (data.augment `imagenet`); `cifar` reads hflip.
 IMAGENET_AUGMENTATION = ("aa", "color_jitter", "scale", "ratio", "reprob", "train_interpolation")
 COMMAND_LINE = "--set on the command line"
+# Parts of a key that name a credential. No recipe or data field has one, and a value given under
+# such a key would be written to config.json, result.json and W&B: secrets go in the environment.
+SECRET_WORDS = ("token", "secret", "password", "passwd", "passphrase", "api_key", "apikey", "access_key",
+                "private_key", "credential")
+
+
+def looks_secret(key: str) -> bool:
+    """`data.api_token`, `train.HF-Token`, `wandb.apiKey`: a key that names a credential."""
+    flat = key.lower().replace("-", "_")
+    return any(word in flat or word.replace("_", "") in flat.replace("_", "") for word in SECRET_WORDS)
 
 
 def unread_fields(recipe: TrainRecipe, task: str, style: str) -> list[str]:
@@ -97,8 +108,7 @@ def _validated(body: dict, what: str) -> Preset:
     try:
         return Preset.model_validate(body)
     except ValidationError as exc:
-        err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-        raise SpecError(f"{what}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise SpecError(f"{what}: {validation_problem(exc, more=False)}") from None
 
 
 def with_row_recipe(preset: Preset, preset_name: str, row, where: str,
@@ -137,8 +147,7 @@ def apply_overrides(preset: Preset, overrides: dict[str, Any]) -> Preset:
     try:
         return Preset.model_validate(body)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"--set: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise ConfigError(f"--set: {validation_problem(exc, more=False)}") from None
 
 
 def recipe_record(preset: Preset, sources: dict[str, str]) -> dict:

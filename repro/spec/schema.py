@@ -6,13 +6,31 @@ number or null.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan pass `gt=0`-style bounds in odd ways (nan fails every comparison, inf passes
+    # `gt=0`) and then break a run or a hash: no field of any file takes them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _refuse(what: str):
+    """A validation error whose message is exactly `what` (pydantic would prefix "Value error, ")."""
+    return PydanticCustomError("repro", what)
+
+
+def _ordered_in(name: str, pair, lo: float, hi: float, lo_open: bool = False):
+    if pair is None:
+        return
+    a, b = pair
+    if not (lo < a if lo_open else lo <= a) or not a <= b <= hi:
+        low = f"{lo} <" if lo_open else f"{lo} <="
+        raise _refuse(f"{name} must be (low, high) with {low} low <= high <= {hi}, got {tuple(pair)}")
 
 
 # ---------------------------------------------------------------- published.yaml
@@ -62,7 +80,18 @@ class PublishedPaper(Strict):
 
 # ---------------------------------------------------------------- presets.yaml
 PositiveFloat = Annotated[float, Field(gt=0)]
+MAX_IMAGE_SIZE = 4096  # pixels a side
 Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+# The runtime knobs `train.detector` may set (repro.nn.detection.RUNTIME_KNOBS, named here so a
+# spec is checked without importing torchvision; a test keeps the two equal). Counts, except the
+# score threshold.
+DETECTOR_KNOBS = (
+    "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test",
+    "rpn_batch_size_per_image", "box_batch_size_per_image", "box_detections_per_img", "box_score_thresh",
+    "fpn_channels", "head_dim",
+)
 
 
 class TrainRecipe(Strict):
@@ -75,10 +104,12 @@ class TrainRecipe(Strict):
     (repro.train.recipe.unread_fields), never silently ignored.
     """
 
-    batch_size: int = Field(gt=0)  # global batch, split over the world size
+    # Upper bounds below are far past any real recipe; they turn a typo (an extra 0s) into an
+    # error at load time instead of an out-of-memory or an overflow inside torch mid-run.
+    batch_size: int = Field(gt=0, le=1_000_000)  # global batch, split over the world size
     # Length: `epochs` (timm) or `max_steps` (optimizer updates, for short proxies). Exactly one.
-    epochs: Optional[int] = Field(default=None, gt=0)
-    max_steps: Optional[int] = Field(default=None, gt=0)
+    epochs: Optional[int] = Field(default=None, gt=0, le=100_000)
+    max_steps: Optional[int] = Field(default=None, gt=0, le=10**10)
 
     # Optimizer (timm.optim.create_optimizer_v2). timm's `sgd` is Nesterov SGD; `momentum` is plain.
     opt: str = "momentum"
@@ -135,13 +166,31 @@ class TrainRecipe(Strict):
 
     # repro's own bookkeeping and proxy aids.
     precise_bn_batches: Optional[int] = Field(default=None, gt=0)  # recompute BN stats before eval
-    detector: dict[str, Union[StrictInt, StrictFloat]] = {}  # detection runtime knobs (repro.nn.detection)
+    detector: dict[str, Union[StrictInt, StrictFloat]] = {}  # detection runtime knobs (DETECTOR_KNOBS)
     eval_every_steps: Optional[int] = Field(default=None, gt=0)
     checkpoint_every_steps: Optional[int] = Field(default=None, gt=0)
-    workers: int = Field(default=0, ge=0)
+    workers: int = Field(default=0, ge=0, le=1024)
 
     @model_validator(mode="after")
     def _consistent(self):
+        # Ranges torch and timm enforce only when the run starts (or never, training on nonsense).
+        if self.opt_betas is not None and not all(0 <= b < 1 for b in self.opt_betas):
+            raise _refuse(f"opt_betas must each be in [0, 1), got {tuple(self.opt_betas)}")
+        _ordered_in("scale", self.scale, 0, 1, lo_open=True)
+        _ordered_in("ratio", self.ratio, 0, 100, lo_open=True)
+        _ordered_in("cutmix_minmax", self.cutmix_minmax, 0, 1, lo_open=True)
+        jitter = self.color_jitter if isinstance(self.color_jitter, tuple) else ()
+        if any(j < 0 for j in jitter):
+            raise _refuse(f"color_jitter values must be >= 0, got {jitter}")
+        for knob, value in self.detector.items():
+            if knob not in DETECTOR_KNOBS:
+                raise _refuse(f"detector.{knob} is not a detector setting; allowed: {', '.join(DETECTOR_KNOBS)}")
+            if not (0 <= value <= 1 if knob == "box_score_thresh" else isinstance(value, int) and 0 < value <= 10**6):
+                what = "from 0 to 1" if knob == "box_score_thresh" else "a whole number from 1 to 1000000"
+                raise _refuse(f"detector.{knob} must be {what}, got {value!r}")
+        for epoch, size in (self.image_size_schedule or {}).items():
+            if epoch < 0 or not 0 < size <= MAX_IMAGE_SIZE:
+                raise _refuse(f"image_size_schedule maps epoch >= 0 to a size in 1..{MAX_IMAGE_SIZE}, got {epoch}: {size}")
         if (self.max_steps is None) == (self.epochs is None):
             raise ValueError("set exactly one of epochs / max_steps")
         if self.warmup_steps and self.warmup_epochs:
@@ -157,13 +206,81 @@ class TrainRecipe(Strict):
         return self
 
 
+def _whole(lo: int, hi: int):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"a whole number from {lo} to {hi}"
+        return None if lo <= v <= hi else f"from {lo} to {hi}"
+    return check
+
+
+def _number(lo: float, hi: float, lo_open: bool = False):
+    span = f"above {lo} and at most {hi}" if lo_open else f"from {lo} to {hi}"
+
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"a number {span}"
+        return None if (lo < v if lo_open else lo <= v) and v <= hi else span
+    return check
+
+
+def _one_of(*choices):
+    return lambda v: None if v in choices else f"one of {', '.join(map(str, choices))}"
+
+
+def _flag(v):
+    return None if isinstance(v, bool) else "true or false"
+
+
+def _three(positive: bool):
+    def check(v):
+        ok = (isinstance(v, (list, tuple)) and len(v) == 3
+              and all(not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
+                      and (x > 0 if positive else True) for x in v))
+        return None if ok else f"a list of 3 {'positive ' if positive else ''}numbers, one per channel"
+    return check
+
+
+def _text(v):
+    return None if isinstance(v, str) and v.strip() else "a non-empty string"
+
+
+def _year(v):
+    return None if (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v.isdigit()) else "a year, e.g. 2017"
+
+
+# Types and ranges of the dataset-specific data keys (repro.data.KEYS says which dataset reads
+# which). Checked, not coerced: a value is hashed into the cell id exactly as written, and the
+# loaders hand these to torch unconverted, where a string or a zero fails deep inside a run.
+DATA_KEY_CHECKS = {
+    "train_size": _whole(1, 10**8), "val_size": _whole(1, 10**8),
+    "num_train": _whole(1, 10**8), "num_val": _whole(1, 10**8), "max_objects": _whole(1, 1000),
+    "seed": _whole(0, 2**32 - 1),  # torch.Generator seeds; synthetic multiplies it, so no int64 edge
+    "noise": _number(0, 100), "crop_pct": _number(0, 1, lo_open=True), "size_scale": _number(0, 10, lo_open=True),
+    "interpolation": _one_of("bilinear", "bicubic", "nearest"),
+    "mean": _three(positive=False), "std": _three(positive=True),
+    "augment": _one_of("imagenet", "cifar", "none"),  # repro.data.AUGMENT_STYLES
+    "extra": _flag, "crop_roi": _flag, "hflip": _flag, "year": _year, "path": _text,
+}
+
+
 class DataConfig(Strict):
-    # Loaders take their own keys (cifar's `path`, synthetic's `noise`, ...); each loader lists the
-    # keys it reads (KEYS in its module) and any other key is refused before a run starts.
+    # Loaders take their own keys (cifar's `path`, synthetic's `noise`, ...); repro.data.KEYS lists
+    # the keys each reads, any other key is refused before a run starts, and DATA_KEY_CHECKS
+    # bounds their values here.
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str
-    image_size: int = Field(gt=0)
-    num_classes: int = Field(default=1000, gt=1)
+    image_size: int = Field(gt=0, le=MAX_IMAGE_SIZE)
+    num_classes: int = Field(default=1000, gt=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _typed_extras(self):
+        for key, value in (self.model_extra or {}).items():
+            check = DATA_KEY_CHECKS.get(key)
+            problem = check(value) if check else None
+            if problem:
+                raise _refuse(f"{key} must be {problem}, got {value!r}")
+        return self
 
 
 class RowRecipe(Strict):
@@ -195,7 +312,9 @@ class Axis(Strict):
     model: Optional[str] = "__inherit__"
     args: dict[str, Any] = {}
     skip: Optional[str] = None
-    input_size: Optional[int] = Field(default=None, gt=0, le=4096)
+    # Smaller than 16 px leaves nothing for a stride-32 network to see; the scaled training size
+    # (Preset.scale_resolution_with_rows) would round to a few pixels.
+    input_size: Optional[int] = Field(default=None, ge=16, le=MAX_IMAGE_SIZE)
     # Recipe fields this row sets, per preset name (`paper`, `official`, ...), or the name of an
     # entry of the paper's row_recipes.yaml (per-variant recipes shared by several tables).
     recipe: Union[str, dict[str, RowRecipe]] = {}
@@ -226,7 +345,7 @@ class Metric(Strict):
 
 class ComplexityRef(Strict):
     column: Optional[str] = None
-    input_size: int = 224
+    input_size: int = Field(default=224, ge=16, le=MAX_IMAGE_SIZE)
     params_column: Optional[str] = None
     unit: Literal["MFLOPs", "GFLOPs"] = "MFLOPs"
 
