@@ -154,7 +154,8 @@ def _run_options(args, store):
 
     return RunOptions(store=store, data_root=args.data_root, wandb_mode=args.wandb,
                       accelerator="gpu" if args.gpus else "cpu", devices=args.gpus or args.cpus or 1,
-                      num_nodes=args.nodes, fast=getattr(args, "fast", False))
+                      num_nodes=args.nodes, fast=getattr(args, "fast", False),
+                      wait=getattr(args, "wait", False), restart=getattr(args, "restart", False))
 
 
 def cmd_run(args) -> int:
@@ -179,6 +180,9 @@ def cmd_run(args) -> int:
     todo = plan(cells, store)
     if args.launcher == "local":
         _reclaim_own_job(todo, store)
+        if getattr(args, "wait", False):  # train them once their holder lets go
+            todo.todo.extend(todo.in_flight)
+            todo.in_flight.clear()
     if args.dry_run:
         return _print_plan_json(cells, todo) if args.json else _print_plan(table, cells, store, todo)
     if args.json:
@@ -403,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report", default=DEFAULT_REPORT, help="report file to refresh (default REPORT.md)")
     sp.add_argument("--no-report", action="store_true", help="do not refresh the report")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument("--wait", action="store_true",
+                    help="cells another process is training: wait until it finishes (or dies, then take them over) "
+                         "instead of skipping them")
+    sp.add_argument("--restart", action="store_true",
+                    help="ignore the cells' checkpoints and train from step 0 (finished cells stay finished)")
     add_store(sp)
     sp.set_defaults(func=cmd_run)
 

@@ -23,3 +23,13 @@ class RunFailed(ReproError):
     """A run stopped without a result (NaN loss, unwritable store, ...)."""
 
     exit_code = 1
+
+
+class StoreError(ReproError):
+    """A file in the results store cannot be read, is not what a run writes, or is a link out of it."""
+
+
+class CellBusy(ReproError):
+    """Another live process holds the claim on a cell (see repro/store/claim.py)."""
+
+    exit_code = 1

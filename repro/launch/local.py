@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from repro.errors import RunFailed
+from repro.errors import CellBusy, RunFailed
 from repro.spec.cells import Cell
 from repro.spec.load import Table
 from repro.train.run import RunOptions, run_cell
@@ -13,7 +13,7 @@ from repro.train.run import RunOptions, run_cell
 def run_local(table: Table, cells: list[Cell], opts: RunOptions, progress: bool = True) -> list[dict]:
     from tqdm.auto import tqdm
 
-    results, failed = [], []
+    results, failed, busy = [], [], []
     bar = tqdm(total=len(cells), desc=table.id, unit="cell", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     for cell in cells:
         bar.set_postfix_str(f"{cell.row} | {cell.column} (seed {cell.seed}) starting")
@@ -24,6 +24,10 @@ def run_local(table: Table, cells: list[Cell], opts: RunOptions, progress: bool 
         opts.progress = report
         try:
             results.append(run_cell(table, cell, opts))
+        except CellBusy as exc:
+            # Another process started it after we planned: one trainer per cell.
+            busy.append(cell)
+            bar.write(f"repro: {exc}", file=sys.stderr)
         except RunFailed as exc:
             # One failed cell must not cost the others: note it, go on, fail at the end.
             failed.append((cell, str(exc)))

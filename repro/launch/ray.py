@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from repro.errors import ConfigError, RunFailed
+from repro.errors import CellBusy, ConfigError, RunFailed
 from repro.launch import Plan
 from repro.store import Store
 
@@ -75,7 +75,10 @@ def run_cell_task(table_ref: str, preset: str, seeds: int, overrides: dict, cell
 
     table, cell = find_cell(table_ref, preset, seeds, overrides, cell_id)
     opts = RunOptions(store=Store(store_root), data_root=data_root, wandb_mode=wandb_mode, accelerator=accelerator)
-    return run_cell(table, cell, opts)["metrics"]
+    try:
+        return run_cell(table, cell, opts)["metrics"]
+    except CellBusy as exc:  # another live process trains it; the driver reports it as skipped
+        return {"skipped": str(exc)}
 
 
 def launch_ray(args, table, todo: Plan, store: Store) -> int:
@@ -107,7 +110,8 @@ def launch_ray(args, table, todo: Plan, store: Store) -> int:
             cell = pending.pop(ready[0])
             outcome = "done"
             try:
-                ray.get(ready[0])
+                if "skipped" in (ray.get(ready[0]) or {}):
+                    outcome = "skipped: in flight elsewhere"
             except Exception as exc:  # RayTaskError wraps the worker's exception; its last line is the message
                 lines = [line for line in str(exc).splitlines() if line.strip()]
                 failures.append(f"{cell.row} | {cell.column}: {lines[-1] if lines else type(exc).__name__}")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from submitit.helpers import Checkpointable
 
-from repro.errors import ConfigError
+from repro.errors import CellBusy, ConfigError
 from repro.launch import Plan
 from repro.spec.cells import Cell
 from repro.store import Store
@@ -61,7 +61,11 @@ class CellJob(Checkpointable):
         opts = RunOptions(store=Store(self.store_root), data_root=self.data_root, wandb_mode=self.wandb_mode,
                           accelerator=self.accelerator, devices=self.devices, num_nodes=self.num_nodes,
                           plugins=[SLURMEnvironment(auto_requeue=False)])  # submitit owns requeue (USR2)
-        return run_cell(table, cell, opts)["metrics"]
+        try:
+            return run_cell(table, cell, opts)["metrics"]
+        except CellBusy as exc:  # another live process trains it: this job has nothing to do
+            print(f"repro: {exc}", flush=True)
+            return {}
 
     # Checkpointable.checkpoint (resubmit self unchanged) is all preemption needs: the state to
     # resume from is the run folder's last.ckpt, not anything held in this object.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -12,15 +13,17 @@ from repro.errors import RunFailed
 
 
 class AtomicCheckpoint(pl.Callback):
-    """Keep one `last.ckpt`, replaced atomically every N optimizer steps and at the end.
+    """Keep `last.ckpt` and the one before it (`prev.ckpt`), saved every N optimizer steps and at the end.
 
-    Written to a temporary name and renamed, so a kill at any moment leaves the previous
-    checkpoint intact and loadable; a failed write (full disk, read-only store) is a clear error
-    and leaves the previous checkpoint in place.
+    A save is staged inside the checkpoints folder, flushed to disk, then renamed into place, so a
+    kill at any moment leaves a complete checkpoint to resume from: `last.ckpt`, or `prev.ckpt` if
+    the kill fell between the two renames or `last.ckpt` was damaged later (a full disk, a copy cut
+    short). A failed write is a clear error and leaves the previous checkpoints in place.
     """
 
     def __init__(self, path: Path, every_n_steps: int):
         self.path = Path(path)
+        self.previous = self.path.with_name("prev.ckpt")
         self.every_n_steps = max(1, every_n_steps)
 
     def save(self, trainer: pl.Trainer) -> None:
@@ -30,6 +33,10 @@ class AtomicCheckpoint(pl.Callback):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             trainer.save_checkpoint(tmp)
             if trainer.is_global_zero:
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                if self.path.exists():
+                    os.replace(self.path, self.previous)
                 os.replace(tmp, self.path)
         except OSError as exc:
             if trainer.is_global_zero:
@@ -45,6 +52,51 @@ class AtomicCheckpoint(pl.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self.save(trainer)
+
+
+def resume_point(folder: Path, cell_id: str, warn: Callable[[str], None]) -> tuple[Path | None, int]:
+    """(checkpoint to resume from, its step): `last.ckpt`, else `prev.ckpt`, else a fresh start (None, 0).
+
+    A checkpoint that cannot be loaded (truncated, empty, not a file) is named in a warning and
+    skipped, never a traceback that would stop every rerun of the cell.
+    """
+    import torch
+
+    for path in (folder / "last.ckpt", folder / "prev.ckpt"):
+        if not path.exists() and not path.is_symlink():
+            continue
+        try:
+            if not path.is_file():
+                raise ValueError("not a regular file")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+                raise ValueError("not a Lightning checkpoint")
+            return path, int(ckpt.get("global_step", 0))
+        except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... on a bad file
+            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            # Moved aside, not deleted: it is evidence, and in place it would block the next save.
+            aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+            try:
+                os.replace(path, aside)
+            except OSError:
+                aside = None
+            warn(f"repro: warning: {cell_id}: checkpoint {path} cannot be loaded ({reason})"
+                 f"{f'; moved to {aside.name}' if aside else ''}; "
+                 f"{'trying prev.ckpt' if path.name == 'last.ckpt' else 'starting from step 0'}")
+    return None, 0
+
+
+class HoldClaim(pl.Callback):
+    """Stop a run whose claim on its cell another process took over (it was paused past its lease):
+    two trainers must not write one cell's checkpoints."""
+
+    def __init__(self, keeper):
+        self.keeper = keeper
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.keeper.lost:
+            raise RunFailed(f"another process took over this cell (claim {self.keeper.claim.number + 1}); "
+                            "this run stopped without writing to it")
 
 
 class RecordStep(pl.Callback):

@@ -46,6 +46,10 @@ class RunOptions:
     # bf16 autocast (unless a precision is given) and torch.compile. fp32 on CPU stays faithful up to
     # float rounding; the result records what ran (`train_path`).
     fast: bool = False
+    # A cell another live process is training: skip it (False) or wait for it to finish or die (True).
+    wait: bool = False
+    # Ignore the cell's checkpoints and train from step 0.
+    restart: bool = False
 
 
 class Stopped(Exception):
@@ -149,25 +153,65 @@ def task_parts(table: Table, cell: Cell, opts: RunOptions, per_device_batch: int
 
 
 def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
-    import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-    from repro.track.wandb_mirror import make_logger
-    from repro.train.callbacks import AtomicCheckpoint, PreciseBN, RecordStep, StepReporter
-    from repro.train.provenance import git_commit, hardware
-
-    quiet_lightning()
     store = opts.store
     done = store.result(cell.id)
     if done is not None:
         return done
+    if not launched_as_rank_zero():  # DDP ranks > 0 train under rank 0's claim and touch no files
+        return _train_cell(table, cell, opts, keeper=None)
+    claim = _claim_cell(store, cell, opts.wait)
+    done = store.result(cell.id)  # the process we waited for, or one that just finished, may have done it
+    if claim is None or done is not None:
+        if claim is not None:
+            store.claims(cell.id).release(claim)
+        return done
+    from repro.store.claim import LeaseKeeper
+
+    with LeaseKeeper(store.claims(cell.id), claim) as keeper:
+        return _train_cell(table, cell, opts, keeper)
+
+
+def _claim_cell(store: Store, cell: Cell, wait: bool, poll_s: float = 2.0):
+    """Our claim on the cell; with `wait`, once its holder has let go; None if a result appeared meanwhile."""
+    from repro.errors import CellBusy
+
+    claims = store.claims(cell.id)
+    while True:
+        claim = claims.acquire()
+        if claim is not None:
+            return claim
+        if not wait:
+            holder = claims.holder()
+            raise CellBusy(f"{cell.id} is being trained by {holder.owner() if holder else 'another process'}; "
+                           "skipped (pass --wait to wait for it)")
+        time.sleep(poll_s)
+        if store.result(cell.id) is not None:
+            return None
+
+
+def _train_cell(table: Table, cell: Cell, opts: RunOptions, keeper) -> dict:
+    import pytorch_lightning as pl
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from repro.track.wandb_mirror import make_logger
+    from repro.train.callbacks import AtomicCheckpoint, HoldClaim, PreciseBN, RecordStep, StepReporter, resume_point
+    from repro.train.provenance import git_commit, hardware
+
+    quiet_lightning()
+    store = opts.store
     run_dir = store.run_dir(cell.id)
-    rank_zero = launched_as_rank_zero()
-    if rank_zero:  # other DDP ranks must not touch rank 0's files (its pid in state.json marks it live)
-        store.clean_temporaries(cell.id)  # we own the cell now: leftovers are from a killed writer
+    rank_zero = keeper is not None
+    # Everything a cell needs that can be checked without training is checked before the cell is
+    # marked running: a spec error found after training would leave it to be retrained on every rerun.
+    complexity = cell_complexity(table, cell)
+    if rank_zero:
+        store.clean_temporaries(cell.id)  # we hold the claim: leftovers are from a killed writer
         store.write_config(cell.id, cell.resolved_config())
+        if opts.restart:
+            for old in ("last.ckpt", "prev.ckpt"):
+                (run_dir / "checkpoints" / old).unlink(missing_ok=True)
         store.set_state(cell.id, "running", step=0, **_job_fields(store.state(cell.id)))
+    owns_state = lambda: rank_zero and not keeper.lost  # noqa: E731  (a taken-over run leaves the state to its new owner)
     started = time.time()
     stop_request = _SigtermFlag()
     try:
@@ -185,6 +229,8 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
         every = recipe.checkpoint_every_steps or max(1, steps // 10)
         saver = AtomicCheckpoint(ckpt, every)
         callbacks = [saver, RecordStep(store, cell.id), *opts.extra_callbacks]
+        if keeper is not None:
+            callbacks.append(HoldClaim(keeper))
         if world == 1 and stop_request.install():
             callbacks.append(SaveAndStopOnSigterm(saver, stop_request))
         if opts.progress:
@@ -208,10 +254,7 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
             log_every_n_steps=max(1, min(50, steps // 10)),
             default_root_dir=str(run_dir),
         )
-        resume = ckpt if ckpt.exists() else None
-        resumed_from = 0
-        if resume is not None:
-            resumed_from = int(torch.load(resume, map_location="cpu", weights_only=True).get("global_step", 0))
+        resume, resumed_from = resume_point(ckpt.parent, cell.id, warn=lambda line: print(line, file=sys.stderr))
         try:
             trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None, weights_only=True)
         except SIGTERMException:
@@ -225,15 +268,15 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
         _summarize_wandb(metrics, int(trainer.global_step))
         rank_metrics = _gather_from_ranks(trainer, metrics)
     except Stopped as exc:
-        if rank_zero:  # a requeued job still owns the cell; `repro status` tells a cancelled one
+        if owns_state():  # a requeued job still owns the cell; `repro status` tells a cancelled one
             store.set_state(cell.id, "submitted" if slurm_job_id() else "pending", message=str(exc))
         raise
     except RunFailed as exc:
-        if rank_zero:
+        if owns_state():
             store.try_set_state(cell.id, "failed", message=str(exc))
         raise
     except BaseException as exc:
-        if rank_zero and not isinstance(exc, KeyboardInterrupt):
+        if owns_state() and not isinstance(exc, KeyboardInterrupt):
             store.try_set_state(cell.id, "failed", message=f"{type(exc).__name__}: {exc}")
         raise
     finally:
@@ -246,7 +289,7 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
         "preset": cell.preset_name, "proxy": cell.preset.proxy,
         "data": cell.preset.data.model_dump(),
         "metrics": {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("val/")},
-        "complexity": cell_complexity(table, cell),
+        "complexity": complexity,
         "steps": int(trainer.global_step), "resumed_from_step": resumed_from,
         "world_size": trainer.world_size, "global_batch": per_device_batch * trainer.world_size,
         "paper_batch": recipe.batch_size,
@@ -257,7 +300,11 @@ def run_cell(table: Table, cell: Cell, opts: RunOptions) -> dict:
         **task_fields,
     }
     if trainer.is_global_zero:
-        store.write_result(cell.id, result)
+        if keeper is not None and keeper.lost:
+            raise RunFailed(f"{cell.id}: another process took over this cell while it trained; no result written")
+        if not store.write_result(cell.id, result):  # the claim makes this unreachable; say so if it ever is not
+            print(f"repro: warning: {cell.id} was finished by another process meanwhile; this run's result discarded",
+                  file=sys.stderr)
     return result
 
 
