@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from repro.errors import ConfigError, ReproError
+from repro.errors import ConfigError, ReproError, RunFailed
 
 DEFAULT_REPORT = "REPORT.md"
 
@@ -34,9 +34,11 @@ def _store(args):
 
 # ------------------------------------------------------------------ commands
 def cmd_list(args) -> int:
-    from repro.spec.load import list_papers
+    from repro.spec.load import list_papers, warn_broken_papers
 
-    for paper in list_papers():
+    papers = list_papers()
+    warn_broken_papers()
+    for paper in papers:
         pub = paper.published
         print(f"{paper.name}  ({pub.paper}, arXiv {pub.arxiv}{pub.version or ''})")
         presets = [name + (" (proxy)" if preset.proxy else "") for name, preset in paper.presets.items()]
@@ -72,7 +74,7 @@ def _parse_set(items: list[str] | None) -> dict:
 def _cells(args):
     from repro.spec import expand_cells, load_table
 
-    table = load_table(args.table)
+    table = load_table(args.table, check_path=True)
     overrides, sources = overrides_of(args)
     cells = expand_cells(table, args.preset, seeds=args.seeds, overrides=overrides, override_sources=sources)
     only = getattr(args, "only", None)
@@ -204,11 +206,18 @@ def cmd_run(args) -> int:
         code = launch_remote(args, table, todo, store)
         if args.launcher == "slurm" or code != 0:  # slurm returns at submit; ray has finished: report
             return code
+    report_error = None
     if not args.no_report:
         from repro.report.render import write_report
 
-        write_report(store, Path(args.report))
+        try:
+            write_report(store, Path(args.report))
+        except ReproError as exc:  # the results are in the store: show them, then say what failed
+            report_error = exc
     _print_table(table, cells, store)
+    if report_error is not None:
+        raise RunFailed(f"{report_error} (the results are kept in {store.root}: "
+                        f"`repro report --store {store.root} --out FILE` renders them)")
     return 0
 
 
@@ -269,9 +278,11 @@ def _print_table(table, cells, store) -> None:
 
 
 def cmd_report(args) -> int:
-    from repro.report.render import write_report
+    from repro.report.render import check_readable_store, write_report
 
-    report = write_report(_store(args), Path(args.out), tables=args.tables or None)
+    store = _store(args)
+    check_readable_store(store)
+    report = write_report(store, Path(args.out), tables=args.tables or None)
     print(f"wrote {args.out} and {Path(args.out).parent / 'report.json'} ({len(report['tables'])} tables)")
     return 0
 
@@ -280,7 +291,7 @@ def cmd_complexity(args) -> int:
     from repro.complexity import COUNTING_RULE, cell_complexity
     from repro.spec import expand_cells, load_table
 
-    table = load_table(args.table)
+    table = load_table(args.table, check_path=True)
     rows = []
     for cell in expand_cells(table, "paper"):
         rec = {"cell_id": cell.id, "row": cell.row, "column": cell.column, "model": cell.model, "args": cell.args,
@@ -304,7 +315,7 @@ def cmd_complexity(args) -> int:
 
 
 def cmd_published(args) -> int:
-    from repro.spec.load import list_papers, resolve_table
+    from repro.spec.load import list_papers, load_table, resolve_paper
     from repro.spec.published import published_records
 
     ref = args.ref.strip().rstrip("/")
@@ -312,11 +323,11 @@ def cmd_published(args) -> int:
     papers = {p.name: p for p in list_papers()}
     if parts and parts[-1] in papers:
         records = published_records(papers[parts[-1]])
+    elif len(parts) == 1 or parts[-2] == "papers":  # `papers/<name>` or `<name>`: a paper that is not there
+        records = published_records(resolve_paper(ref))
     else:
-        paper, name = resolve_table(ref)
-        from repro.spec.load import load_table
-
-        records = published_records(paper, load_table(ref).spec.table)
+        table = load_table(ref, check_path=True)
+        records = published_records(table.paper, table.spec.table)
     if args.json:
         for rec in records:
             print(json.dumps(rec))
@@ -377,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_list)
 
     sp = sub.add_parser("run", help="run the cells of a table and refresh the report")
-    sp.add_argument("table", help="table path, e.g. papers/shufflenet/table2")
+    sp.add_argument("table", help="table of an installed paper (papers/ or $REPRO_PAPERS), e.g. papers/shufflenet/table2, "
+                                  "from any directory; a path to an existing spec file elsewhere is an error, never "
+                                  "silently the installed spec of the same name")
     sp.add_argument("--preset", default="paper", help="preset from the paper's presets.yaml (paper, proxy, test)")
     sp.add_argument("--seeds", type=_positive_int, default=1, help="seeds per cell (default 1)")
     sp.add_argument("--dry-run", action="store_true", help="print the cells and what would run, run nothing")
@@ -483,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a reader that left (`| head`) is caught below, not at exit
+        return code
     except ReproError as exc:
         # An error raised in a DataLoader worker comes back wrapped in a worker traceback; the
         # user's message is its last line.

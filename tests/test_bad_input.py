@@ -3,6 +3,7 @@ no traceback, and the store left as it was."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import textwrap
 from pathlib import Path
@@ -380,3 +381,128 @@ def test_specs_whose_values_are_out_of_range(capsys, monkeypatch, toy_root, tmp_
     monkeypatch.setenv("REPRO_PAPERS", str(toy_root))
     check_one_line_error(capsys, [*RUN, toy_table(toy_root, name, text), "--preset", "test", "--store", str(tmp_path)],
                          needle, store=tmp_path)
+
+
+# ----------------------------------------------------------------- which spec a table ref means
+def test_alias_to_a_missing_preset_says_so(capsys, monkeypatch, toy_root, tmp_path):
+    monkeypatch.setenv("REPRO_PAPERS", str(toy_root))
+    ref = toy_table(toy_root, "badalias", GOOD_SPEC + "presets: {test: test_missing}\n")
+    check_one_line_error(capsys, [*RUN, ref, "--preset", "test", "--store", str(tmp_path)],
+                         "preset 'test': this table's `presets:` maps it to 'test_missing', which is not in "
+                         "toypaper/presets.yaml", store=tmp_path)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["published", "papers/nope"], "unknown paper 'nope'; known papers:"),
+    (["published", "nope"], "unknown paper 'nope'; known papers:"),
+    (["published", "papers/nope/table2"], "unknown paper 'nope'; known papers:"),
+    (["published", "papers/shufflenet/table99"], "unknown table 'table99' in shufflenet"),
+    (["run", "papers/shufflenet", "--dry-run"], "'papers/shufflenet' is a paper, not a table; its tables: papers/shufflenet/table2"),
+    (["run", "papers/nope", "--dry-run"], "unknown paper 'nope'"),
+    (["complexity", "papers/shufflenet"], "is a paper, not a table"),
+    (["status", "papers/nope/table2"], "unknown paper 'nope'"),
+])
+def test_paper_and_table_names(capsys, argv, needle):
+    check_one_line_error(capsys, argv, needle)
+
+
+@pytest.mark.parametrize("suffix", ["", ".yaml"])
+def test_a_path_to_another_copy_of_a_spec_is_not_the_installed_spec(capsys, tmp_path, suffix):
+    copy = tmp_path / "elsewhere" / "shufflenet"
+    copy.mkdir(parents=True)
+    (copy / "table2.yaml").write_text((REPO / "papers/shufflenet/table2.yaml").read_text())
+    for argv in ([*RUN, str(copy / "table2") + suffix, "--preset", "test", "--dry-run"],
+                 ["published", str(copy / "table2") + suffix], ["complexity", str(copy / "table2") + suffix]):
+        check_one_line_error(capsys, argv, f"is the file {copy / 'table2.yaml'}, not the installed spec")
+
+
+def test_the_installed_spec_by_its_own_path_still_runs(capsys):
+    for ref in (str(REPO / "papers/shufflenet/table2"), str(REPO / "papers/shufflenet/table2.yaml"), "papers/shufflenet/table2"):
+        assert main([*RUN, ref, "--preset", "test", "--dry-run"]) == 0
+    assert "15 cells" in capsys.readouterr().out
+
+
+def test_a_broken_paper_folder_is_skipped_with_one_warning(tmp_path, toy_root):
+    extra = tmp_path / "extra"
+    broken = extra / "brokenpaper"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    (broken / "published.yaml").write_text(TOY_PUBLISHED)
+    (broken / "presets.yaml").write_text("test: [\n")
+    env = {"REPRO_PAPERS": os.pathsep.join([str(extra), str(toy_root)])}
+
+    out = run_cli("list", env=env)
+    warnings = out.stderr.strip().splitlines()
+    assert out.returncode == 0 and "papers/shufflenet/table2" in out.stdout and "papers/toypaper/good" in out.stdout
+    assert len(warnings) == 1 and "warning: skipping paper folder" in warnings[0] and "brokenpaper" in warnings[0]
+    assert "brokenpaper" not in out.stdout
+
+    out = run_cli("published", "papers/shufflenet/table2", env=env)
+    assert out.returncode == 0 and out.stderr == "" and "ShuffleNet 1x" in out.stdout
+
+    out = run_cli("report", "--store", str(REPO / "results/runs"), "--out", str(tmp_path / "r" / "REPORT.md"), env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().count("\n") == 0 and "brokenpaper" in out.stderr
+    assert "shufflenet/table2" in (tmp_path / "r" / "REPORT.md").read_text()
+
+    out = run_cli("run", "papers/brokenpaper/t", "--dry-run", env=env)  # named directly: its own error, once
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"repro: {broken / 'presets.yaml'}: line 2: not valid YAML (expected the node content, but found '<stream end>')"]
+
+
+# ----------------------------------------------------------------- report
+def test_report_of_a_store_that_is_a_file(capsys, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    check_one_line_error(capsys, ["report", "--store", str(tmp_path / "a-file"), "--out", str(tmp_path / "R.md")],
+                         "a-file is not a directory")
+    assert not (tmp_path / "R.md").exists()
+
+
+def test_report_of_a_store_that_does_not_exist(capsys, tmp_path):
+    check_one_line_error(capsys, ["report", "--store", str(tmp_path / "nope"), "--out", str(tmp_path / "R.md")],
+                         "nope does not exist")
+    assert not (tmp_path / "R.md").exists() and not (tmp_path / "nope").exists()
+
+
+def test_report_of_dev_null_as_the_store(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_STORE", "/dev/null")
+    check_one_line_error(capsys, ["report", "--out", str(tmp_path / "R.md")], "results store /dev/null is not a directory")
+
+
+@pytest.mark.parametrize("out,needle", [
+    ("a-dir", "it is a directory; pass --out FILE"),
+    ("a-file/REPORT.md", "Not a directory; pass --out FILE in a writable folder"),
+])
+def test_report_to_an_unwritable_place(capsys, tmp_path, out, needle):
+    (tmp_path / "a-dir").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    check_one_line_error(capsys, ["report", "--store", str(REPO / "results/runs"), "--tables", "shufflenet/table2",
+                                  "--out", str(tmp_path / out)], "cannot write the report", needle)
+
+
+def test_unwritable_report_after_a_run_keeps_the_results(capsys, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    store = tmp_path / "s"
+    line = check_one_line_error(capsys, ["run", "--no-progress", "papers/shufflenet/table2", "--preset", "test",
+                                         "--only", "0.25x|g=1", "--store", str(store), "--wandb", "off",
+                                         "--report", str(tmp_path / "a-file" / "REPORT.md")],
+                                "cannot write the report", "the results are kept in", "repro report --store")
+    assert len(list(store.glob("*/result.json"))) == 1, line
+
+
+# ----------------------------------------------------------------- a reader that leaves early
+@pytest.mark.parametrize("argv", [["list"], ["published", "papers/shufflenet"], ["published", "papers/fasternet", "--json"],
+                                  ["complexity", "papers/shufflenet/table2", "--json"]])
+def test_a_closed_pipe_is_not_a_traceback(argv):
+    import subprocess
+    import sys
+
+    # The reader is gone before repro writes its first line: every write hits a closed pipe.
+    proc = subprocess.Popen([sys.executable, "-m", "repro", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0 and err == "", err
+    # and `| head -1` as a shell runs it
+    out = subprocess.run(f"{sys.executable} -m repro {' '.join(argv)} | head -1", shell=True, capture_output=True,
+                         text=True, cwd=REPO, timeout=300)
+    assert len(out.stdout.splitlines()) == 1 and out.stderr == "", out.stderr

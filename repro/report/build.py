@@ -31,6 +31,7 @@ Schema of report.json (version 1; keys are only ever added, never renamed):
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 
@@ -38,7 +39,8 @@ from repro.complexity import COUNTING_RULE, cell_complexity
 from repro.report import verdicts as V
 from repro.spec.cells import expand_cells
 from repro.data import DETECTION_DATASETS
-from repro.spec.load import list_papers, load_table
+from repro.errors import SpecError
+from repro.spec.load import list_papers, load_table, warn_broken_papers
 from repro.spec.schema import TableSpec
 from repro.store import Store
 
@@ -60,12 +62,22 @@ def build_report(store: Store, tables: list[str] | None = None) -> dict:
         "complexity_rel_tol": V.COMPLEXITY_REL_TOL, "default_tolerance": DEFAULT_TOLERANCE,
         "cell_verdicts": V.CELL_VERDICTS, "tables": [],
     }
-    for paper in list_papers():
+    papers = list_papers()
+    warn_broken_papers()
+    for paper in papers:
         for name in paper.table_names():
             ref = f"{paper.name}/{name}"
             if tables and ref not in tables and f"papers/{ref}" not in tables:
                 continue
-            report["tables"].append(table_report(load_table(ref), by_group, store))
+            try:
+                table = load_table(ref)
+            except SpecError as exc:
+                if tables:  # asked for by name: its error is the answer
+                    raise
+                # One broken spec must not cost the report of every other table.
+                print(f"repro: warning: skipping {ref} in the report: {exc}", file=sys.stderr)
+                continue
+            report["tables"].append(table_report(table, by_group, store))
     return report
 
 

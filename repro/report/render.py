@@ -10,8 +10,10 @@ Proxy results are shown apart from the paper comparison and are never called a r
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+from repro.errors import ConfigError, RunFailed
 from repro.report.build import build_report
 from repro.report.markdown import render_markdown
 from repro.report.plots import accuracy_vs_flops_plot, table_plot
@@ -23,10 +25,33 @@ PLOT_DIR = "report"
 __all__ = ["build_report", "render_markdown", "write_report"]
 
 
+def check_readable_store(store: Store) -> None:
+    """A report of a store that is not there would be an empty report and exit 0: say so instead."""
+    root = store.root
+    if not root.exists():
+        raise ConfigError(f"results store {root} does not exist; pass --store DIR (the folder `repro run` wrote to) "
+                          "or set $REPRO_STORE")
+    if not root.is_dir():
+        raise ConfigError(f"results store {root} is not a directory; pass --store DIR (the folder `repro run` wrote to)")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise ConfigError(f"results store {root} cannot be read (permission denied); pass --store DIR")
+
+
 def write_report(store: Store, out: Path, tables: list[str] | None = None, plots: bool = True) -> dict:
     out = Path(out)
     base = out.parent.resolve()
+    if out.is_dir():  # checked first, not after drawing every figure
+        raise RunFailed(f"cannot write the report to {out}: it is a directory; pass --out FILE, e.g. {out / 'REPORT.md'}")
     report = build_report(store, tables)
+    try:
+        return _write(report, store, out, base, plots)
+    except OSError as exc:
+        where = exc.filename or out
+        raise RunFailed(f"cannot write the report: {where}: {exc.strerror or type(exc).__name__}; "
+                        "pass --out FILE in a writable folder") from None
+
+
+def _write(report: dict, store: Store, out: Path, base: Path, plots: bool) -> dict:
     summary_plot = None
     if plots:
         for t in report["tables"]:

@@ -237,9 +237,17 @@ class PaperDir:
     def preset(self, name: str, spec: TableSpec | None = None) -> tuple[str, Preset]:
         """The preset a table runs under `name`; a spec may alias e.g. paper -> paper_cifar."""
         resolved = (spec.presets.get(name, name) if spec else name)
+        if resolved != name and resolved not in self.presets:
+            # The name itself is fine (it is in the choices); the table's alias points nowhere.
+            raise SpecError(f"preset {name!r}: this table's `presets:` maps it to {resolved!r}, which is not in "
+                            f"{self.name}/presets.yaml ({', '.join(self.presets)}); fix the alias")
         if resolved not in self.presets:
             raise SpecError(f"unknown preset {name!r} for {self.name}; choose one of: {', '.join(self.presets)}")
         return resolved, self.presets[resolved]
+
+    def check(self) -> None:
+        """Parse every paper-wide file now (SpecError if one is broken), not on first use."""
+        self.published, self.presets, self.row_recipes  # noqa: B018 (cached_property loads)
 
     @property
     def package(self) -> str:
@@ -274,14 +282,43 @@ def _paper_dir(path: Path) -> PaperDir:
     return cached[1]
 
 
+# Paper folders whose published/presets/row_recipes file is broken, as of the last scan: name ->
+# (folder, error). They are left out of `list_papers`: one broken folder on REPRO_PAPERS must not
+# take down `repro list` or the report of every other paper. Commands that show every paper warn
+# about them (broken_papers); naming one directly gives its error.
+_BROKEN: dict[str, tuple[Path, SpecError]] = {}
+
+
 def list_papers() -> list[PaperDir]:
-    found = {}
+    found, broken = {}, {}  # the first folder of a name wins, broken or not
     for root in papers_roots():
-        if root.is_dir():
-            for p in sorted(root.iterdir()):
-                if (p / "__init__.py").exists() and (p / "published.yaml").exists():
-                    found.setdefault(p.name, _paper_dir(p))
+        try:
+            folders = sorted(root.iterdir()) if root.is_dir() else []
+        except OSError:  # an unreadable REPRO_PAPERS entry is as good as absent
+            folders = []
+        for p in folders:
+            if p.name in found or p.name in broken or not ((p / "__init__.py").exists() and (p / "published.yaml").exists()):
+                continue
+            paper = _paper_dir(p)
+            try:
+                paper.check()
+            except SpecError as exc:
+                broken[p.name] = (p, exc)
+                continue
+            found[p.name] = paper
+    _BROKEN.clear()
+    _BROKEN.update(broken)
     return list(found.values())
+
+
+def broken_papers() -> dict[str, tuple[Path, SpecError]]:
+    """The paper folders the last `list_papers` left out, with why."""
+    return dict(_BROKEN)
+
+
+def warn_broken_papers() -> None:
+    for folder, exc in _BROKEN.values():
+        print(f"repro: warning: skipping paper folder {folder}: {exc}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -299,8 +336,37 @@ class Table:
         return self.paper.path / f"{self.name}.yaml"
 
 
-def resolve_table(ref: str) -> tuple[PaperDir, str]:
-    """`papers/shufflenet/table2`, `papers/shufflenet/table2.yaml` or `shufflenet/table2`."""
+def _unknown_paper(name: str, known: dict) -> SpecError:
+    if name in _BROKEN:  # it exists, but a file of it is broken: that is the news
+        return _BROKEN[name][1]
+    return SpecError(f"unknown paper {name!r}; known papers: {', '.join(sorted(known))}")
+
+
+def resolve_paper(ref: str) -> PaperDir:
+    """`papers/shufflenet` or `shufflenet`."""
+    name = Path(ref.strip().rstrip("/")).name
+    known = {p.name: p for p in list_papers()}
+    if name not in known:
+        raise _unknown_paper(name, known)
+    return known[name]
+
+
+def _check_file_is_the_installed_spec(ref: str, installed: Path) -> None:
+    """A table is named by paper and table, from any directory; but a ref that is also a path to
+    an existing file must be that very spec. `repro run /elsewhere/shufflenet/table2` would
+    otherwise run the installed table2 while the user edits another copy."""
+    given = Path(ref).expanduser()
+    candidates = [given] if given.suffix in (".yaml", ".yml") else [given.with_suffix(".yaml"), given.with_suffix(".yml"), given]
+    on_disk = next((c for c in candidates if c.exists()), None)
+    if on_disk is not None and on_disk.resolve() != installed.resolve():
+        raise SpecError(f"{ref!r} is the file {on_disk.resolve()}, not the installed spec {installed}; repro runs the "
+                        f"specs of installed papers only (papers/ and ${EXTRA_PAPERS_ENV}): put its paper folder on "
+                        f"${EXTRA_PAPERS_ENV} under another name, or edit the installed spec")
+
+
+def resolve_table(ref: str, check_path: bool = False) -> tuple[PaperDir, str]:
+    """`papers/shufflenet/table2`, `papers/shufflenet/table2.yaml` or `shufflenet/table2`.
+    `check_path` (a ref typed by a user): a ref that is an existing file must be the installed spec."""
     ref = ref.strip().rstrip("/")
     path = Path(ref)
     if path.suffix in (".yaml", ".yml"):
@@ -311,16 +377,23 @@ def resolve_table(ref: str) -> tuple[PaperDir, str]:
     else:
         raise SpecError(f"{ref!r} is not a table path; expected papers/<paper>/<table>, e.g. papers/shufflenet/table2")
     known = {p.name: p for p in list_papers()}
+    if paper_name not in known and paper_name == "papers":  # `papers/<paper>`: a paper, not a table
+        if table_name in known:
+            raise SpecError(f"{ref!r} is a paper, not a table; its tables: "
+                            f"{', '.join(f'papers/{table_name}/{t}' for t in known[table_name].table_names())}")
+        raise _unknown_paper(table_name, known)
     if paper_name not in known:
-        raise SpecError(f"unknown paper {paper_name!r}; known papers: {', '.join(sorted(known))}")
+        raise _unknown_paper(paper_name, known)
     paper = known[paper_name]
+    if check_path:
+        _check_file_is_the_installed_spec(ref, paper.path / f"{table_name}.yaml")
     if table_name not in paper.table_names():
         raise SpecError(f"unknown table {table_name!r} in {paper_name}; tables: {', '.join(paper.table_names())}")
     return paper, table_name
 
 
-def load_table(ref: str) -> Table:
-    paper, name = resolve_table(ref)
+def load_table(ref: str, check_path: bool = False) -> Table:
+    paper, name = resolve_table(ref, check_path)
     path = paper.path / f"{name}.yaml"
     stamp = (_mtimes(path), id(paper))
     cached = _TABLES.get(path)
