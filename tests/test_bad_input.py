@@ -506,3 +506,112 @@ def test_a_closed_pipe_is_not_a_traceback(argv):
     out = subprocess.run(f"{sys.executable} -m repro {' '.join(argv)} | head -1", shell=True, capture_output=True,
                          text=True, cwd=REPO, timeout=300)
     assert len(out.stdout.splitlines()) == 1 and out.stderr == "", out.stderr
+
+
+# ----------------------------------------------------------------- security
+class _RunsAShellCommand:
+    """Unpickling this calls os.system: what a crafted data file can do to plain pickle.load."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _cifar_batches(root: Path, blob: bytes, meta: bytes | None = None) -> Path:
+    batches = root / "cifar10" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (batches / name).write_bytes(blob)
+    if meta is not None:
+        (batches / "batches.meta").write_bytes(meta)
+    return batches
+
+
+def _real_format_batch(n: int = 4) -> dict:
+    """A batch shaped as cifar-10-python.tar.gz's: bytes keys, an (N, 3072) uint8 array, int labels."""
+    import numpy as np
+
+    return {b"batch_label": b"training batch 1 of 5", b"labels": list(range(n)),
+            b"data": np.arange(n * 3072, dtype=np.uint8).reshape(n, 3072),
+            b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+
+
+@pytest.mark.parametrize("where", ["data", "meta", "nested"])
+def test_a_cifar_pickle_that_runs_code_is_refused(tmp_path, where):
+    from repro.data import cifar
+    from repro.errors import DataError
+
+    marker = tmp_path / "pwned"
+    evil = _RunsAShellCommand(marker)
+    good = _real_format_batch()
+    blob = {"data": pickle.dumps(evil, protocol=2), "meta": pickle.dumps(good, protocol=2),
+            "nested": pickle.dumps({**good, b"labels": [0, 1, evil]}, protocol=2)}[where]
+    meta = pickle.dumps({b"label_names": evil} if where == "meta" else {b"label_names": [b"a"] * 10}, protocol=2)
+    batches = _cifar_batches(tmp_path, blob, meta)
+    with pytest.raises(DataError) as info:
+        cifar.build({"name": "cifar10", "image_size": 32}, "train", tmp_path / "cifar10")
+    message = str(info.value)
+    assert "\n" not in message and "asks to call posix.system while loading" in message and "refused" in message
+    assert str(batches) in message
+    assert not marker.exists(), "the pickle's command ran"
+
+
+def test_a_cifar_pickle_that_runs_code_is_one_line_from_the_cli(capsys, tmp_path):
+    marker = tmp_path / "pwned"
+    _cifar_batches(tmp_path / "data", pickle.dumps(_RunsAShellCommand(marker), protocol=2))
+    check_one_line_error(capsys, [*RUN, "papers/ghostnet/cifar10", "--only", "*|*", "--wandb", "off",
+                                  "--data-root", str(tmp_path / "data"), "--store", str(tmp_path / "s")],
+                         "data_batch_1 asks to call posix.system while loading", "refused")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_real_format_cifar_batch_still_loads(tmp_path, protocol):
+    from repro.data import cifar
+
+    meta = {b"label_names": [n.encode() for n in ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")],
+            b"num_cases_per_batch": 4, b"num_vis": 3072}
+    _cifar_batches(tmp_path, pickle.dumps(_real_format_batch(), protocol=protocol), pickle.dumps(meta, protocol=protocol))
+    train = cifar.build({"name": "cifar10", "image_size": 32}, "train", tmp_path / "cifar10")
+    val = cifar.build({"name": "cifar10", "image_size": 32}, "val", tmp_path / "cifar10")
+    assert len(train) == 20 and len(val) == 4 and train.classes[1] == "car" and train.targets[:4] == [0, 1, 2, 3]
+    image, label = val[1]
+    assert tuple(image.shape) == (3, 32, 32) and label == 1
+    # The first pixel of image 1 is its R plane's first byte: 3072 % 256 = 0.
+    assert int(train.images[1, 0, 0, 0]) == 3072 % 256 and int(train.images[1, 0, 1, 0]) == 3073 % 256
+
+
+WANDB_ARGV_SCRIPT = """
+import sys
+from pathlib import Path
+from repro.spec import expand_cells, load_table
+from repro.track.wandb_mirror import make_logger
+cell = expand_cells(load_table("papers/shufflenet/table2"), "test")[0]
+logger = make_logger(cell, Path(sys.argv[1]), "offline")
+assert logger is not None, "W&B did not start"
+logger.log_metrics({"val/top1_err": 50.0}, step=1)
+import wandb
+wandb.finish()
+"""
+
+
+def test_wandb_does_not_record_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    secret = "hunter2-7f3a9c-not-for-wandb"
+    script = tmp_path / "start_wandb.py"
+    script.write_text(WANDB_ARGV_SCRIPT)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, str(script), str(run_dir), "--set", f"data.api_token={secret}"],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files), files  # the offline run exists...
+    for p in files:  # ...and no file of it holds the argv: neither the secret nor the script's path
+        data = p.read_bytes()
+        assert secret.encode() not in data, p
+        assert b"start_wandb.py" not in data, p

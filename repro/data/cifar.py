@@ -1,9 +1,12 @@
 """CIFAR-10 from the official python-pickle release (cifar-10-python.tar.gz, extracted).
 
 Expected: `root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`; `root` may also
-be the `cifar-10-batches-py` folder itself. The pickles are read here with `pickle`
-(encoding='bytes', as they were written by Python 2); torchvision's CIFAR10 class is not used
-because it wants to verify/download the archive.
+be the `cifar-10-batches-py` folder itself. The pickles are read here (encoding='bytes', as they
+were written by Python 2) by an unpickler that builds only what a CIFAR batch holds: dicts,
+lists, bytes, str, numbers and numpy arrays. A pickle can name any function to call while it
+loads (os.system, say), so a data file from anywhere else must not be trusted with plain
+`pickle.load`. torchvision's CIFAR10 class is not used because it wants to verify/download the
+archive.
 
 A missing batch file, or one that is truncated, not a pickle, or has the wrong shape, raises
 DataError naming the file. All 50k/10k images are decoded into one uint8 array at build time
@@ -40,12 +43,36 @@ def _batches_dir(root: Path) -> Path:
     raise DataError(f"no CIFAR-10 batches under {root}{hint}; expected {LAYOUT}")
 
 
+# The only globals a CIFAR batch's pickle names: numpy's array reconstruction (under numpy 1's and
+# numpy 2's module names; `_frombuffer` is protocol 5's) and, for bytes pickled by Python 3 at
+# protocol 2, codecs.encode. Dicts, lists, bytes, str and ints are pickle opcodes, not globals.
+ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    pass
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise RefusedPickle(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"CIFAR-10 file {path} is missing; expected {LAYOUT}")
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+            obj = _BatchUnpickler(f, encoding="bytes").load()
+    except RefusedPickle as e:
+        raise DataError(f"CIFAR-10 file {path} asks to call {e} while loading, which no CIFAR batch does; "
+                        "refused (replace it with the file from the official cifar-10-python.tar.gz)") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             ImportError, IndexError, UnicodeDecodeError) as e:
         raise DataError(f"CIFAR-10 file {path} is corrupt or truncated ({type(e).__name__}: {e})") from None

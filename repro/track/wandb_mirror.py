@@ -64,7 +64,12 @@ def make_logger(cell, run_dir: Path, mode: str | None = None):
         import wandb
 
         timeout = float(os.environ.get("REPRO_WANDB_INIT_TIMEOUT", "30"))
-        settings = wandb.Settings(init_timeout=timeout, silent=True, console="off", mode=mode)
+        # By default W&B records the command line (argv), the program path, git state (a remote
+        # URL may carry a token) and the host's metadata. argv holds whatever a user typed, a
+        # secret included, so none of it is recorded: the run is its scrubbed config and its id.
+        settings = wandb.Settings(init_timeout=timeout, silent=True, console="off", mode=mode,
+                                  x_disable_meta=True, disable_git=True, save_code=False, disable_code=True,
+                                  program="repro", x_disable_machine_info=True)
         logger = WandbLogger(
             project=os.environ.get(PROJECT_ENV, "repro"),
             group=cell.table_id,
