@@ -1,4 +1,4 @@
-"""Faults done for real: kill -9 at random points, NaN loss, a full disk, W&B unreachable, secrets."""
+"""Faults done for real: kill -9 at every stage of a run, NaN loss, a full disk, W&B unreachable, secrets."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ CELLS = ["--only", "0.25x|g=8", "--only", "0.25x|g=4"]
 SHORT = ["--set", "train.max_steps=12", "--set", "train.checkpoint_every_steps=2"]
 
 
-def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "repro", *args], cwd=REPO, env=os.environ.copy(),
+def start(args: list[str], tmpdir: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "repro", *args], cwd=REPO, env={**os.environ, "TMPDIR": str(tmpdir)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -36,6 +36,29 @@ def kill(proc: subprocess.Popen) -> bool:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return True
+
+
+def checkpoint_step(store: Path) -> int:
+    """The newest step any cell has a checkpoint for (files are replaced atomically: never half read)."""
+    steps = [0]
+    # prev.ckpt is the resume point when a kill fell between its rename and last.ckpt's.
+    for ckpt in [*store.glob("*/checkpoints/last.ckpt"), *store.glob("*/checkpoints/prev.ckpt")]:
+        try:
+            steps.append(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
+        except (FileNotFoundError, RuntimeError):
+            pass  # replaced between the glob and the load
+    return max(steps)
+
+
+def wait_for(event, proc: subprocess.Popen, timeout_s: float = 300) -> bool:
+    """Poll until `event()` holds while `proc` still runs; False if it finished first. Kills happen on
+    what the run has done, not on a timer, so a slow or loaded machine only makes the test slower."""
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        if event():
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def assert_store_consistent(store: Path, expected_cells: int):
@@ -49,47 +72,60 @@ def assert_store_consistent(store: Path, expected_cells: int):
     assert not list(store.glob("*/.*.tmp")) and not list(store.glob("*/checkpoints/.*.tmp"))
 
 
-def test_kill_driver_at_random_points_then_complete(tmp_path):
-    """12 kills at random times (seeded), then one uninterrupted run completes the table."""
-    store = tmp_path / "store"
+def test_kill_driver_at_every_stage_then_complete(tmp_path):
+    """12 kills at the stages a run goes through (planned, claimed, each checkpoint, the first result
+    written), then one uninterrupted run completes the table. Nothing is staged outside the store."""
+    store, tmpdir = tmp_path / "store", tmp_path / "tmpdir"
+    tmpdir.mkdir()
     args = ["run", "papers/shufflenet/table2", "--preset", "test", *CELLS, *SHORT, "--store", str(store),
             "--no-report", "--no-progress"]
-    rng, kills, deadline = random.Random(20261124), 0, time.time() + 150
-    while kills < 12 and time.time() < deadline:
-        proc = start(args)
-        time.sleep(rng.uniform(0.3, 4.5))
+    results = lambda: len(list(store.glob("*/result.json")))  # noqa: E731
+    stages = [
+        lambda: store.exists(),
+        lambda: any(store.glob("*/claims/*.json")),
+        lambda: checkpoint_step(store) >= 2,
+        lambda: checkpoint_step(store) >= 6,
+        lambda: checkpoint_step(store) >= 10,
+        lambda: results() >= 1,
+    ]
+    rng, kills, attempts = random.Random(20261124), 0, 0
+    while kills < 12 and attempts < 40:
+        attempts += 1
+        done_before = results()
+        # The stage after what this store already holds, so every kill lands mid-work.
+        stage = stages[kills % len(stages)] if done_before == 0 else stages[-1]
+        proc = start(args, tmpdir)
+        if wait_for(lambda: stage() and (done_before == 0 or results() > done_before), proc):
+            time.sleep(rng.uniform(0.0, 0.3))
         kills += kill(proc)
-        if len(list(store.glob("*/result.json"))) == 2:
-            # Finished before we got our kills in: start over on a fresh store to keep killing.
-            store = tmp_path / f"store{kills}"
+        if results() == 2:  # finished before we got our kills in: start over on a fresh store
+            store = tmp_path / f"store{attempts}"
             args[args.index("--store") + 1] = str(store)
     assert kills >= 12
     out = run_cli(*args)
     assert out.returncode == 0, out.stderr
     assert_store_consistent(store, 2)
+    assert [p for p in tmpdir.rglob("*") if p.is_file()] == [], "a save staged files outside the cell folder"
 
 
 def test_kill_training_at_checkpoint_boundaries_then_resume(tmp_path):
     """8 kills, each right after a new checkpoint lands mid-training; resumes never redo finished steps."""
-    store = tmp_path / "store"
+    store, tmpdir = tmp_path / "store", tmp_path / "tmpdir"
+    tmpdir.mkdir()
     args = ["run", "papers/shufflenet/table2", "--preset", "test", "--only", "0.25x|g=8",
             "--set", "train.max_steps=48", "--set", "train.checkpoint_every_steps=2", "--store", str(store),
             "--no-report", "--no-progress"]
-    rng, kills, last_step, deadline = random.Random(7), 0, 0, time.time() + 150
-    while kills < 8 and time.time() < deadline and not list(store.glob("*/result.json")):
-        proc = start(args)
-        while proc.poll() is None and time.time() < deadline:
-            ckpt = next(iter(store.glob("*/checkpoints/last.ckpt")), None)
-            step = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] if ckpt else 0
-            if step > last_step:
-                time.sleep(rng.uniform(0.0, 0.4))
-                if kill(proc):
-                    kills += 1
-                    resumed = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
-                    assert resumed >= last_step, "a checkpoint never goes backwards"
-                    last_step = resumed
-                break
-            time.sleep(0.05)
+    rng, kills, last_step, attempts = random.Random(7), 0, 0, 0
+    while kills < 8 and attempts < 30 and not list(store.glob("*/result.json")):
+        attempts += 1
+        proc = start(args, tmpdir)
+        if wait_for(lambda: checkpoint_step(store) > last_step, proc):
+            time.sleep(rng.uniform(0.0, 0.4))
+            if kill(proc):
+                kills += 1
+                resumed = checkpoint_step(store)
+                assert resumed >= last_step, "a checkpoint never goes backwards"
+                last_step = resumed
         kill(proc)
     assert kills >= 8
     out = run_cli(*args)
