@@ -422,18 +422,24 @@ def test_the_installed_spec_by_its_own_path_still_runs(capsys):
     assert "15 cells" in capsys.readouterr().out
 
 
-def test_a_broken_paper_folder_is_skipped_with_one_warning(tmp_path, toy_root):
+def test_a_broken_paper_folder_is_skipped_with_one_warning(tmp_path):
     extra = tmp_path / "extra"
     broken = extra / "brokenpaper"
     broken.mkdir(parents=True)
     (broken / "__init__.py").write_text("")
     (broken / "published.yaml").write_text(TOY_PUBLISHED)
     (broken / "presets.yaml").write_text("test: [\n")
-    env = {"REPRO_PAPERS": os.pathsep.join([str(extra), str(toy_root)])}
+    good = extra / "goodpaper"
+    good.mkdir()
+    for name in ("__init__.py", "models.py", "published.yaml", "presets.yaml", "good.yaml"):
+        (good / name).write_text({"__init__.py": "", "models.py": TOY_MODELS, "published.yaml": TOY_PUBLISHED,
+                                  "presets.yaml": (REPO / "papers/shufflenet/presets.yaml").read_text(),
+                                  "good.yaml": GOOD_SPEC}[name])
+    env = {"REPRO_PAPERS": str(extra)}
 
     out = run_cli("list", env=env)
     warnings = out.stderr.strip().splitlines()
-    assert out.returncode == 0 and "papers/shufflenet/table2" in out.stdout and "papers/toypaper/good" in out.stdout
+    assert out.returncode == 0 and "papers/shufflenet/table2" in out.stdout and "papers/goodpaper/good" in out.stdout
     assert len(warnings) == 1 and "warning: skipping paper folder" in warnings[0] and "brokenpaper" in warnings[0]
     assert "brokenpaper" not in out.stdout
 
@@ -615,3 +621,29 @@ def test_wandb_does_not_record_the_command_line(tmp_path):
         data = p.read_bytes()
         assert secret.encode() not in data, p
         assert b"start_wandb.py" not in data, p
+
+
+# ----------------------------------------------------------------- one failed cell, not a failed table
+def test_a_cell_that_fails_in_training_does_not_stop_the_table(capsys, tmp_path, monkeypatch):
+    """run_local notes a RunFailed cell as it fails (a line of its own) and goes on; the command ends
+    with one line naming the count and the first failure."""
+    import repro.launch.local as local
+    from repro.errors import RunFailed
+
+    trained = []
+
+    def fake_run_cell(table, cell, opts):
+        trained.append((cell.row, cell.column))
+        if cell.column == "g=1":
+            raise RunFailed("loss is NaN at step 3")
+        return {"cell_id": cell.id}
+
+    monkeypatch.setattr(local, "run_cell", fake_run_cell)
+    rc = main([*RUN, "papers/shufflenet/table2", "--preset", "test", "--only", "0.25x|*", "--wandb", "off",
+               "--store", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and "Traceback" not in "".join(err)
+    assert err == ["repro: cell (0.25x, g=1) seed 0 failed: loss is NaN at step 3",
+                   "repro: 1 of 5 cells failed, first (0.25x, g=1): loss is NaN at step 3; finished cells are kept "
+                   "(see `repro status shufflenet/table2`)"]
+    assert trained == [("0.25x", c) for c in ("g=1", "g=2", "g=3", "g=4", "g=8")]
