@@ -192,6 +192,8 @@ def cmd_run(args) -> int:
     store.check_writable()
     _check_devices(args)
     _check_buildable(table, todo.todo)
+    if args.launcher == "local":  # a cluster's nodes may see data this machine does not
+        _check_data(todo.todo, args.data_root)
     print(f"{table.id} [{args.preset}]: {todo.summary()}; store {store.root}", flush=True)
     if args.launcher == "local":
         from repro.launch.local import run_local
@@ -229,6 +231,21 @@ def _check_devices(args) -> None:
             raise ConfigError(f"--gpus {args.gpus} asked for, but this machine has no CUDA GPU; drop --gpus to train on CPU")
         if args.launcher == "local" and torch.cuda.device_count() < args.gpus:
             raise ConfigError(f"--gpus {args.gpus} asked for, but this machine has {torch.cuda.device_count()}")
+
+
+def _check_data(cells, data_root) -> None:
+    """Open every dataset the cells train and evaluate on before the first cell starts: a missing
+    dataset is one line and an untouched store, not a failed cell found minutes in."""
+    from repro.data import build_dataset
+
+    seen = set()
+    for cell in cells:
+        cfg = cell.preset.data.model_dump()
+        key = json.dumps(cfg, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            for split in ("train", "val"):
+                build_dataset(cfg, split, data_root)
 
 
 def _check_buildable(table, cells) -> None:

@@ -115,7 +115,7 @@ def test_report_skips_an_unreadable_result_with_a_warning(finished, tmp_path, ca
     ("", "is not valid JSON"),
     ('{"cell_id": "%s", "metrics": {"top1": "high"}, "steps": 3}', "'metrics' is not a mapping"),
     ('{"cell_id": "%s", "metrics": {"top1": 1.0}, "steps": -3}', "'steps' is not a non-negative integer"),
-    ('{"cell_id": "%s", "metrics": {"top1": 1.0}}', "'steps' is not a non-negative integer"),
+    ('{"cell_id": "%s", "metrics": {"top1": 1.0}, "steps": "12"}', "'steps' is not a non-negative integer"),
 ])
 def test_a_malformed_result_is_one_clear_line_for_run_and_status(finished, tmp_path, capsys, text, needle):
     store = copy_of(finished, tmp_path)
@@ -313,6 +313,26 @@ def test_restart_ignores_a_good_checkpoint(tmp_path, four_step_checkpoint):
     assert result["resumed_from_step"] == 0
     assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 6
     assert not (folder / "prev.ckpt").exists(), "a finished run keeps only the weights other cells start from"
+
+
+def test_a_cell_that_fails_inside_torch_fails_alone_and_the_table_goes_on(tmp_path, capsys, monkeypatch):
+    import repro.train.run as run
+
+    real = run.task_parts
+
+    def breaks_on_g8(table, cell, *args):
+        if cell.column == "g=8":
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)\nmore detail")
+        return real(table, cell, *args)
+
+    monkeypatch.setattr(run, "task_parts", breaks_on_g8)
+    store = tmp_path / "store"
+    assert main([*RUN, *TWO, "--set", "train.max_steps=3", "--store", str(store)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].endswith("failed: RuntimeError: mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)"), err
+    assert err[-1].startswith("repro: 1 of 2 cells failed") and len(err) == 2
+    states = {json.loads(p.read_text())["status"] for p in store.glob("*/state.json")}
+    assert states == {"failed", "done"} and len(list(store.glob("*/result.json"))) == 1
 
 
 def test_a_cell_that_fails_its_checks_is_not_left_running(tmp_path, capsys, monkeypatch):

@@ -159,7 +159,7 @@ class CellClaims:
     def _numbers(self):
         try:
             names = os.listdir(self.folder)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return []
         return [int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit()]
 

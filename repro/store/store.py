@@ -71,7 +71,7 @@ def read_json(path: Path):
     but cannot be read or parsed is a real problem (permissions, corruption): StoreError says which."""
     try:
         text = path.read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # the latter: a store path that is a file has no runs
         return None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
@@ -92,8 +92,9 @@ def check_result(path: Path, raw) -> dict:
     elif not isinstance(raw.get("metrics"), dict) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw["metrics"].values()):
         problem = "'metrics' is not a mapping of names to numbers"
-    elif not isinstance(raw.get("steps"), int) or isinstance(raw.get("steps"), bool) or raw["steps"] < 0:
-        problem = "'steps' is not a non-negative integer"
+    elif raw.get("steps") is not None and (not isinstance(raw["steps"], int) or isinstance(raw["steps"], bool)
+                                           or raw["steps"] < 0):
+        problem = "'steps' is not a non-negative integer"  # absent only in a result collected from W&B
     if problem:
         raise StoreError(f"{path} is not a valid result: {problem}; move it aside to redo this run")
     return raw
