@@ -157,7 +157,8 @@ def _run_options(args, store):
     return RunOptions(store=store, data_root=args.data_root, wandb_mode=args.wandb,
                       accelerator="gpu" if args.gpus else "cpu", devices=args.gpus or args.cpus or 1,
                       num_nodes=args.nodes, fast=getattr(args, "fast", False),
-                      wait=getattr(args, "wait", False), restart=getattr(args, "restart", False))
+                      wait=getattr(args, "wait", False), restart=getattr(args, "restart", False),
+                      threads=getattr(args, "threads", None))
 
 
 def cmd_run(args) -> int:
@@ -440,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wait", action="store_true",
                     help="cells another process is training: wait until it finishes (or dies, then take them over) "
                          "instead of skipping them")
+    sp.add_argument("--threads", type=_positive_int, default=None,
+                    help="CPU threads per training process (default: the CPUs this process may use, less the load "
+                         "other work puts on them; recorded in result.json)")
     sp.add_argument("--restart", action="store_true",
                     help="ignore the cells' checkpoints and train from step 0 (finished cells stay finished)")
     add_store(sp)
@@ -512,6 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.func in (cmd_run, cmd_sweep):
+        from repro.train.threads import quiet_idle_threads
+
+        quiet_idle_threads()  # before anything imports torch
     try:
         code = args.func(args)
         sys.stdout.flush()  # here, where a reader that left (`| head`) is caught below, not at exit

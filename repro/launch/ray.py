@@ -25,7 +25,7 @@ from repro.store import Store
 
 # Environment a worker needs to behave like the driver (they may run on other machines).
 FORWARDED_ENV = ("REPRO_WANDB", "REPRO_DATA_ROOT", "REPRO_PAPERS", "WANDB_MODE", "WANDB_PROJECT", "WANDB_SILENT",
-                 "RAY_AUTH_MODE")
+                 "RAY_AUTH_MODE", "OMP_WAIT_POLICY")
 UNIX_SOCKET_MAX = 100  # Ray puts sockets under its temp dir; AF_UNIX paths must stay under 108 bytes
 
 

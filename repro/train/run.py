@@ -50,6 +50,8 @@ class RunOptions:
     wait: bool = False
     # Ignore the cell's checkpoints and train from step 0.
     restart: bool = False
+    # Intra-op CPU threads per process; None sizes them from the CPUs this process may use (repro/train/threads.py).
+    threads: int | None = None
 
 
 class Stopped(Exception):
@@ -215,6 +217,9 @@ def _train_cell(table: Table, cell: Cell, opts: RunOptions, keeper) -> dict:
     started = time.time()
     stop_request = _SigtermFlag()
     try:
+        from repro.train.threads import configure_threads
+
+        task_fields = configure_threads(opts.threads, processes=opts.devices)
         recipe = cell.preset.train
         world = opts.devices * opts.num_nodes
         per_device_batch = max(1, recipe.batch_size // world)
@@ -222,7 +227,8 @@ def _train_cell(table: Table, cell: Cell, opts: RunOptions, keeper) -> dict:
             print(f"repro: warning: {cell.id}: global batch {per_device_batch * world} ({per_device_batch} x {world} processes) "
                   f"differs from the recipe's {recipe.batch_size}, which the world size does not divide", file=sys.stderr)
         pl.seed_everything(cell.seed, workers=True, verbose=False)
-        data, module, steps, task_fields = task_parts(table, cell, opts, per_device_batch, world)
+        data, module, steps, more_fields = task_parts(table, cell, opts, per_device_batch, world)
+        task_fields.update(more_fields)
         if opts.fast:
             task_fields["train_path"] = use_fast_path(module, table, opts)
         ckpt = store.checkpoint_path(cell.id)

@@ -1,0 +1,81 @@
+"""How many CPU threads a training process should use: what it may actually run on, not the core count.
+
+torch starts one intra-op thread per core the machine has. A process confined to fewer CPUs (an
+affinity mask, a container's CPU quota, a SLURM allocation) or sharing them with other work then
+runs more threads than it gets CPUs, and OpenMP's idle threads spin while they wait for each other.
+Measured on this project's 2-core machine under a load of ~3.5 (shufflenet table2, test preset,
+1x g=3, 60 steps): torch's defaults took 90 s; 2 threads that sleep when idle 28 s; 1 thread 25 s.
+So training commands make OpenMP's idle threads sleep (OMP_WAIT_POLICY=PASSIVE, unless the user set
+it) and size the thread pool from the CPUs this process may use, minus the load other work puts on
+them; `--threads N` overrides.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+
+
+def quiet_idle_threads() -> None:
+    """Must run before torch is imported: OpenMP reads its wait policy once, at start-up."""
+    os.environ.setdefault(WAIT_POLICY_ENV, "PASSIVE")
+
+
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (cgroup v2 `cpu.max`, v1 cfs files); None if unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus() -> tuple[int, str]:
+    """(CPUs this process may run on, what limits it)."""
+    try:
+        cpus, why = len(os.sched_getaffinity(0)), "affinity"
+    except AttributeError:  # not Linux
+        cpus, why = os.cpu_count() or 1, "cores"
+    quota = cgroup_cpu_limit()
+    if quota is not None and math.ceil(quota) < cpus:
+        cpus, why = max(1, math.ceil(quota)), "cgroup quota"
+    return cpus, why
+
+
+def choose_threads(requested: int | None = None, processes: int = 1, load: float | None = None) -> tuple[int, str]:
+    """(intra-op threads per process, why). `processes` share the CPUs (DDP ranks on one machine);
+    `load` is the 1-minute load average of other work (read from the system when None)."""
+    if requested:
+        return requested, "--threads"
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"  # set by the user or a launcher (Ray sets 1)
+    cpus, why = usable_cpus()
+    share = max(1, cpus // max(1, processes))
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    # The load average counts runnable tasks over the last minute; at start-up that is other work.
+    free = max(1, min(cpus, round(cpus - load)))
+    if free < cpus:
+        share = max(1, min(share, free // max(1, processes) or 1))
+        why = f"{why}: {cpus} CPUs, load {load:.1f} from other work"
+    else:
+        why = f"{why}: {cpus} CPUs"
+    return share, why
+
+
+def configure_threads(requested: int | None = None, processes: int = 1) -> dict:
+    """Set torch's intra-op thread count; returns what to record in result.json."""
+    import torch
+
+    threads, why = choose_threads(requested, processes)
+    torch.set_num_threads(threads)
+    return {"threads": threads, "threads_reason": why, "omp_wait_policy": os.environ.get(WAIT_POLICY_ENV, "")}
