@@ -274,3 +274,94 @@ def test_a_preset_whose_runs_all_show_under_another_is_not_repeated(tmp_path):
     put(store, cells_by_key(table, "test")[("mnv1", "top1")][0], 12.0, "top1_acc")
     (t,) = write_report(store, tmp_path / "site2" / "REPORT.md", tables=["efficientnet/table3"])["tables"]
     assert set(t["presets"]) == {"paper", "proxy", "test"}
+
+
+# ------------------------------------------------------------------ provenance: the commit and the source apart
+def _git(repo, *args):
+    import subprocess
+
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def tmp_checkout(tmp_path, monkeypatch):
+    """A git repository shaped like this one, with provenance looking at it instead of the real tree."""
+    from repro.train import provenance
+
+    repo = tmp_path / "clone"
+    files = {"repro/cli.py": "x = 1\n", "papers/p/models.py": "m = 1\n", "papers/p/t.yaml": "a: 1\n",
+             "pyproject.toml": "[project]\n", "REPORT.md": "old\n", "report.json": "{}\n", "report/t.png": "png",
+             "results/runs/abc/result.json": "{}\n", "docs/notes.md": "n\n"}
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    monkeypatch.setattr(provenance, "REPO", repo)
+    provenance.git_commit.cache_clear()
+    provenance.source_changes.cache_clear()
+    yield repo
+    provenance.git_commit.cache_clear()
+    provenance.source_changes.cache_clear()
+
+
+def test_generated_outputs_do_not_count_as_source_changes(tmp_checkout):
+    from repro.train import provenance
+
+    repo = tmp_checkout
+    # what `repro report`, `repro run` and a README edit change: none of it decides a run's number
+    (repo / "REPORT.md").write_text("rebuilt\n")
+    (repo / "report.json").write_text('{"x": 1}\n')
+    (repo / "report" / "t.png").write_text("new png")
+    (repo / "results/runs/abc/result.json").write_text('{"y": 2}\n')
+    (repo / "results/runs/new").mkdir()
+    (repo / "results/runs/new/result.json").write_text("{}\n")
+    (repo / "runs").mkdir()
+    (repo / "runs/REPORT.md").write_text("user's\n")
+    (repo / "docs/notes.md").write_text("edited\n")
+    commit = provenance.git_commit()
+    assert len(commit) == 40 and all(ch in "0123456789abcdef" for ch in commit)  # a plain sha, no "-dirty"
+    assert provenance.source_changes() == {"source_changes": [], "source_changes_total": 0}
+
+
+def test_source_changes_name_code_specs_and_dependencies(tmp_checkout):
+    from repro.train import provenance
+
+    repo = tmp_checkout
+    (repo / "repro/cli.py").write_text("x = 2\n")                # edited
+    (repo / "papers/p/t.yaml").write_text("a: 2\n")               # a spec
+    (repo / "papers/p/new.py").write_text("")                     # new, not yet added: still runs
+    (repo / "pyproject.toml").write_text("[project]\nx=1\n")
+    _git(repo, "mv", "papers/p/models.py", "papers/p/nets.py")    # a rename names both paths
+    (repo / "REPORT.md").write_text("rebuilt\n")                  # and generated output stays out
+    assert provenance.source_changes() == {
+        "source_changes": ["papers/p/models.py", "papers/p/nets.py", "papers/p/new.py", "papers/p/t.yaml",
+                           "pyproject.toml", "repro/cli.py"],
+        "source_changes_total": 6}
+    assert provenance.git_commit().isalnum()
+
+
+def test_source_changes_are_bounded(tmp_checkout):
+    from repro.train import provenance
+
+    for i in range(25):
+        (tmp_checkout / f"repro/m{i:02d}.py").write_text("")
+    found = provenance.source_changes()
+    assert found["source_changes_total"] == 25
+    assert found["source_changes"] == [f"repro/m{i:02d}.py" for i in range(provenance.MAX_LISTED_CHANGES)]
+
+
+def test_outside_a_checkout_nothing_is_claimed(tmp_path, monkeypatch):
+    from repro.train import provenance
+
+    monkeypatch.setattr(provenance, "REPO", tmp_path)  # not a git repository
+    provenance.git_commit.cache_clear()
+    provenance.source_changes.cache_clear()
+    try:
+        assert provenance.git_commit() == "unknown"
+        assert provenance.source_changes() == {"source_changes": None, "source_changes_total": None}
+    finally:
+        provenance.git_commit.cache_clear()
+        provenance.source_changes.cache_clear()
+

@@ -11,7 +11,8 @@ invocation, written atomically. Schema "repro.bench/1":
     schema       "repro.bench/1"
     kind         "models" | "data" | "overhead"
     target       the target as given;  command: the argv that produced the file
-    created_at   UTC ISO time;  git_commit: code version (suffix -dirty if uncommitted edits)
+    created_at   UTC ISO time;  git_commit: code version (a sha; older records end -dirty);
+                 source_changes, source_changes_total: source files that differed from it
     protocol     how every number below was taken:
                  {device, device_name, cpu, threads, torch, timm, python, timer, batch, latency_batch,
                   image_size ("paper" or px), warmup, repeats, latency_repeats, fast, compile, dtype, train_step}
@@ -112,7 +113,7 @@ def run_bench(args) -> int:
     import torch
 
     from repro.store import Store, atomic_write_json
-    from repro.train.provenance import git_commit
+    from repro.train.provenance import git_commit, source_changes
 
     device = _opt(args, "device", "cpu")
     check_device(device)
@@ -129,7 +130,7 @@ def run_bench(args) -> int:
     _warn_if_busy(threads)
     record = {"schema": SCHEMA, "target": target, "command": _command_line(),
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": git_commit(),
-              "protocol": protocol(args, device, threads)}
+              **source_changes(), "protocol": protocol(args, device, threads)}
     if target == "data":
         from repro.bench.data import run_data_bench
 

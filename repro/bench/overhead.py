@@ -112,6 +112,7 @@ def time_cell(steps: int, wandb_mode: str | None) -> dict:
             (pl.Trainer, "__init__", "Trainer construction"), (pl.Trainer, "fit", "fit (incl. steps)"),
             (pl.Trainer, "validate", "validation"), (run, "cell_complexity", "complexity count"),
             (repro.train.provenance, "git_commit", "provenance (git, hardware)"),
+            (repro.train.provenance, "source_changes", "provenance (git, hardware)"),
             (repro.train.provenance, "hardware", "provenance (git, hardware)"),
             (run, "_finish_wandb", "logger (W&B) finish"), *extra,
         ]:
@@ -145,6 +146,7 @@ def _fresh_caches(tmp: str):
     old = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")
     prov.git_commit.cache_clear()
+    prov.source_changes.cache_clear()
     try:
         yield
     finally:

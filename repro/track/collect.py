@@ -43,6 +43,14 @@ def _hash(obj: dict) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]
 
 
+def _source_changes(logged) -> dict:
+    """The source-change fields a run logged (only those keys: the summary is not trusted to name
+    others); none for a run logged before they were recorded."""
+    if not hasattr(logged, "get"):
+        return {}
+    return {k: logged.get(k) for k in ("source_changes", "source_changes_total") if logged.get(k) is not None}
+
+
 def result_from_run(run) -> tuple[dict | None, str]:
     """(result.json for the store, "") or (None, why the run cannot be used)."""
     if getattr(run, "state", None) != "finished":
@@ -72,6 +80,7 @@ def result_from_run(run) -> tuple[dict | None, str]:
         "metrics": metrics, "complexity": None,
         "steps": summary.get("final_steps", summary.get("trainer/global_step")),
         "git_commit": summary.get("final_git_commit", "unknown"),
+        **_source_changes(summary.get("final_source_changes")),
         "hardware": summary.get("final_hardware") or {"host": "unknown (collected from W&B)"},
         "collected_from": {"wandb_run": getattr(run, "path", None) or run.id, "group": getattr(run, "group", None)},
     }, ""

@@ -9,18 +9,55 @@ import subprocess
 from pathlib import Path
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+# What decides a run's number: the framework, the papers' models and modules, their specs, presets and
+# published numbers, and the dependencies. Generated outputs (REPORT.md, report.json, plots, results/,
+# runs/) are not here, so rebuilding a report or adding results never marks a later run as changed.
+SOURCE_PATHSPECS = (":(glob)repro/**", ":(glob)papers/**/*.py", ":(glob)papers/**/*.yaml", ":(glob)papers/**/*.yml",
+                    "pyproject.toml")
+MAX_LISTED_CHANGES = 20
+
+
+def _git(*args: str) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
+    """The commit the code was checked out at: a plain sha ('unknown' outside a git checkout).
+    Whether the run's source differed from it is `source_changes()`, recorded beside it."""
+    out = _git("rev-parse", "HEAD")
+    if out is None or out.returncode != 0:
         return "unknown"
-    if out.returncode != 0:
-        return "unknown"
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return out.stdout.strip()
+
+
+@functools.lru_cache(maxsize=1)
+def source_changes() -> dict:
+    """Files that matter to a run and differ from the commit (edited, staged, deleted or new, not
+    ignored): {"source_changes": first MAX_LISTED_CHANGES paths, sorted, "source_changes_total": n}.
+    None for both when git cannot tell (no checkout, no git)."""
+    out = _git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--", *SOURCE_PATHSPECS)
+    if out is None or out.returncode != 0:
+        return {"source_changes": None, "source_changes_total": None}
+    paths, fields = set(), out.stdout.split("\0")
+    i = 0
+    while i < len(fields):
+        entry = fields[i]
+        i += 1
+        if len(entry) < 4:
+            continue
+        paths.add(entry[3:])
+        if entry[0] in "RC":  # a rename or copy is followed by its source path, which also changed
+            if i < len(fields) and fields[i]:
+                paths.add(fields[i])
+            i += 1
+    changed = sorted(paths)
+    return {"source_changes": changed[:MAX_LISTED_CHANGES], "source_changes_total": len(changed)}
 
 
 @functools.lru_cache(maxsize=1)

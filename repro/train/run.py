@@ -197,7 +197,7 @@ def _train_cell(table: Table, cell: Cell, opts: RunOptions, keeper) -> dict:
 
     from repro.track.wandb_mirror import make_logger
     from repro.train.callbacks import AtomicCheckpoint, HoldClaim, PreciseBN, RecordStep, StepReporter, resume_point
-    from repro.train.provenance import git_commit, hardware
+    from repro.train.provenance import git_commit, hardware, source_changes
 
     quiet_lightning()
     store = opts.store
@@ -301,7 +301,7 @@ def _train_cell(table: Table, cell: Cell, opts: RunOptions, keeper) -> dict:
         "paper_batch": recipe.batch_size,
         **({"rank_metrics": rank_metrics} if trainer.world_size > 1 else {}),
         "wall_time_s": round(time.time() - started, 2),
-        "git_commit": git_commit(), "hardware": hardware(),
+        "git_commit": git_commit(), **source_changes(), "hardware": hardware(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **task_fields,
     }
@@ -381,11 +381,11 @@ def _summarize_wandb(metrics: dict, steps: int) -> None:
     import wandb
 
     if wandb.run is not None:
-        from repro.train.provenance import git_commit, hardware
+        from repro.train.provenance import git_commit, hardware, source_changes
 
         final = {f"final/{k.split('/', 1)[1]}": float(v) for k, v in metrics.items() if k.startswith("val/")}
         wandb.run.summary.update({**final, "final_steps": steps, "final_git_commit": git_commit(),
-                                  "final_hardware": hardware()})
+                                  "final_source_changes": source_changes(), "final_hardware": hardware()})
 
 
 def _finish_wandb() -> None:
