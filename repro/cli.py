@@ -13,8 +13,6 @@ from pathlib import Path
 
 from repro.errors import ConfigError, ReproError, RunFailed
 
-DEFAULT_REPORT = "REPORT.md"
-
 
 def _positive_int(text: str) -> int:
     try:
@@ -209,15 +207,19 @@ def cmd_run(args) -> int:
         code = launch_remote(args, table, todo, store)
         if args.launcher == "slurm" or code != 0:  # slurm returns at submit; ray has finished: report
             return code
-    report_error = None
+    report_error = report_line = None
     if not args.no_report:
-        from repro.report.render import write_report
+        from repro.report.render import default_report_path, report_written_line, write_report
 
+        # The user's report goes beside their store, never over the REPORT.md this repository ships.
+        out = Path(args.report) if args.report else default_report_path(store)
         try:
-            write_report(store, Path(args.report))
+            report_line = report_written_line(out, write_report(store, out))
         except ReproError as exc:  # the results are in the store: show them, then say what failed
             report_error = exc
     _print_table(table, cells, store)
+    if report_line:
+        print(report_line)
     if report_error is not None:
         raise RunFailed(f"{report_error} (the results are kept in {store.root}: "
                         f"`repro report --store {store.root} --out FILE` renders them)")
@@ -296,12 +298,12 @@ def _print_table(table, cells, store) -> None:
 
 
 def cmd_report(args) -> int:
-    from repro.report.render import check_readable_store, write_report
+    from repro.report.render import check_readable_store, default_report_path, report_written_line, write_report
 
     store = _store(args)
     check_readable_store(store)
-    report = write_report(store, Path(args.out), tables=args.tables or None)
-    print(f"wrote {args.out} and {Path(args.out).parent / 'report.json'} ({len(report['tables'])} tables)")
+    out = Path(args.out) if args.out else default_report_path(store)
+    print(report_written_line(out, write_report(store, out, tables=args.tables or None)))
     return 0
 
 
@@ -435,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
     sp.add_argument("--wandb", choices=["auto", "online", "offline", "off"], default=None,
                     help="W&B mirror (default auto: online when logged in, else offline)")
-    sp.add_argument("--report", default=DEFAULT_REPORT, help="report file to refresh (default REPORT.md)")
+    sp.add_argument("--report", default=None, metavar="FILE",
+                    help="report to refresh after the run (default <store>/REPORT.md, beside the runs; "
+                         "report.json and the plots go to the same folder)")
     sp.add_argument("--no-report", action="store_true", help="do not refresh the report")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.add_argument("--wait", action="store_true",
@@ -460,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_status)
 
     sp = sub.add_parser("report", help="render REPORT.md and report.json from the store")
-    sp.add_argument("--out", default=DEFAULT_REPORT)
+    sp.add_argument("--out", default=None, metavar="FILE",
+                    help="report file (default <store>/REPORT.md; report.json and the plots go beside it). "
+                         "The shipped report: repro report --store results/runs --out REPORT.md")
     sp.add_argument("--tables", nargs="*", help="only these tables (paper/table)")
     add_store(sp)
     sp.set_defaults(func=cmd_report)

@@ -7,6 +7,7 @@ trains here and the whole file runs in seconds.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -144,7 +145,10 @@ def test_multi_seed_partial_and_missing_cells(rendered):
     run = c["runs"]["paper"]
     assert (run["n"], run["mean"], run["std"], run["seeds"]) == (3, 33.0, 1.0, [0, 1, 2])
     assert run["delta"] == pytest.approx(0.4) and c["verdict"] == V.REPRODUCED
-    assert all(r["run_dir"].startswith(str(rendered.store.root)) and r["git_commit"] for r in run["runs"])
+    # run folders are relative to the report, so neither file names the machine it was built on
+    for r in run["runs"]:
+        assert r["run_dir"] == f"../store/{r['cell_id']}" and r["git_commit"] == "0123456789abcdef"
+        assert (rendered.out.parent / r["run_dir"]).resolve() == rendered.store.root / r["cell_id"]
     assert _cell(t, "1x (g=8)", "shuffle")["verdict"] == V.NOT_REPRODUCED
     # no paper-preset run but a proxy one: the paper preset says not run, the headline proxy only
     assert _cell(t, "0.5x (g=3)", "shuffle")["runs"]["paper"]["verdict"] == V.NOT_RUN
@@ -183,6 +187,57 @@ def test_not_transcribed_not_in_suite_not_reproducible(rendered):
     assert _cell(t5, "shufflenet_2x_se_g3", "err")["verdict"].startswith(V.NOT_REPRODUCIBLE)
     # the markdown says "not transcribed" in the published column, not a dash that reads as missing
     assert "| baseline | acc | *not transcribed* | not run | — | published value not transcribed |" in rendered.md
+    # a quoted row of another paper and a cell the paper does not specify read as what they are
+    assert "| mobilenet_1.0 | err | 29.4 | — | — | published only (another paper's model, not built here) |" in rendered.md
+    assert "| shufflenet_2x_se_g3 | err | 24.7 | not built | — | not reproducible (the paper does not say" in rendered.md
+    assert "not in this suite" not in rendered.md and "other paper |" not in rendered.md and "skipped" not in rendered.md
+
+
+def test_a_cell_with_only_proxy_runs_never_reads_not_run(rendered):
+    md = rendered.md
+    assert "| 0.5x (g=3) | shuffle | 43.2 | proxy only (`proxy` below) | — | proxy only |" in md
+    assert "| effnet | acc | *not transcribed* | proxy only (`proxy` below) | — | proxy only |" in md
+    # derived cells say what they are derived from, whether or not the columns they come from ran
+    assert "| 0.5x (g=3) | delta | 2.5 | proxy only (`proxy` below), derived: no shuffle − shuffle | — | proxy only |" in md
+    assert "| 1x (g=3) | delta | 1.9 | 3.00 (n=1), derived | 1.10 | **not reproduced** |" in md
+    for line in md.splitlines():
+        if line.endswith("| proxy only |"):  # the verdict: the ours column must not contradict it
+            assert "| not run" not in line, line
+
+
+def test_first_screen_is_the_verdict_count_then_the_explanation(rendered):
+    md = rendered.md
+    lines = md.splitlines()
+    assert lines[0] == "# REPORT: published numbers beside ours"
+    # what the reader can trust, before anything else: the counts over every table in the report
+    counts = {}
+    for t in rendered.tables.values():
+        for c in t["cells"]:
+            kind = V.NOT_REPRODUCIBLE if c["verdict"].startswith(V.NOT_REPRODUCIBLE) else c["verdict"]
+            counts[kind] = counts.get(kind, 0) + 1
+    total = sum(counts.values())
+    assert lines[2].startswith(f"Of {total} cells in these tables, **{counts[V.REPRODUCED]} reproduced** and "
+                               f"**{counts[V.NOT_REPRODUCED]} not reproduced** on the paper's data and recipe")
+    assert f"{counts[V.PROXY_ONLY]} have **proxy runs only**" in lines[2]
+    assert f"{counts[V.NOT_IN_SUITE]} are other papers' models quoted for comparison (published only)" in lines[2]
+    assert lines[4] == "## Summary"
+    assert md.index("## Summary") < md.index("How to read it") < md.index("## shufflenet/table3")
+    header = next(line for line in lines if line.startswith("| table | cells |"))
+    assert header.startswith("| table | cells | reproduced | not reproduced | proxy only | not run | "
+                             "published only (other paper) | not reproducible | not transcribed |")
+    row = next(line for line in lines if line.startswith("| [shufflenet/table5]"))
+    t5 = [c["verdict"] for c in rendered.tables["shufflenet/table5"]["cells"]]
+    assert t5.count(V.NOT_IN_SUITE) == 4 and t5.count(V.PROXY_ONLY) == 0  # the MobileNet rows
+    assert row.startswith(f"| [shufflenet/table5](#shufflenettable5) | {len(t5)} | {t5.count(V.REPRODUCED)} | "
+                          f"{t5.count(V.NOT_REPRODUCED)} | 0 | {t5.count(V.NOT_RUN)} | 4 | 2 | 0 |")
+
+
+def test_no_absolute_path_of_the_machine_that_built_it(rendered):
+    root = str(rendered.out.parent.parent)  # the pytest folder holding the store and the report
+    assert root not in rendered.md and "/tmp/" not in rendered.md
+    assert root not in (rendered.out.parent / "report.json").read_text()
+    assert rendered.json["store"] == "../store"
+    assert "from the results store `../store`" in rendered.md
 
 
 def test_complexity_beside_published(rendered):
@@ -198,6 +253,9 @@ def test_markdown_links_and_sources(rendered):
     assert "arXiv 1707.01083v2, Table 3" in md and "Read from: GitHub markdown transcription" in md
     assert "**Proxy preset `proxy`**" in md and "not comparable with the paper" in md
     assert "Provenance:" in md and "`0123456789ab`" in md
+    # shufflenet/table3: 6 paper runs (3 + 1 + 1 + 1 seeds) and 12 proxy runs; the derived delta cells
+    # list their source cells' runs again, which must not count them twice
+    assert "Provenance: 18 runs; presets `paper`, `proxy`; git `0123456789ab`; hardware: Test CPU @ testhost. The" in md
 
 
 def test_report_json_is_complete_and_serializable(rendered):
@@ -365,3 +423,110 @@ def test_outside_a_checkout_nothing_is_claimed(tmp_path, monkeypatch):
         provenance.git_commit.cache_clear()
         provenance.source_changes.cache_clear()
 
+
+def test_report_reads_new_and_old_provenance_records():
+    from repro.report.build import code_version
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    assert code_version({"git_commit": sha, "source_changes": ["repro/cli.py"], "source_changes_total": 1}) == \
+        (sha, ["repro/cli.py"], 1)
+    assert code_version({"git_commit": sha, "source_changes": [], "source_changes_total": 0}) == (sha, [], 0)
+    # before source changes were recorded: "-dirty" meant any tracked file (REPORT.md too), so unknown
+    assert code_version({"git_commit": sha + "-dirty"}) == (sha, None, None)
+    assert code_version({"git_commit": sha}) == (sha, [], 0)
+    assert code_version({}) == ("unknown", None, None)
+
+
+def test_provenance_line_says_which_runs_had_changed_source(tmp_path):
+    store = Store(tmp_path / "store")
+    table = load_table("papers/effnet/cifar10")
+    proxy = cells_by_key(table, "proxy")
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    base = {"hardware": {"host": "h", "cpu": "C", "gpus": []}, "steps": 1}
+    for (row, _), records in zip(sorted(proxy), [
+            {"git_commit": sha, "source_changes": ["repro/cli.py"], "source_changes_total": 1},
+            {"git_commit": sha + "-dirty"},
+            {"git_commit": sha, "source_changes": [], "source_changes_total": 0}]):
+        cell = proxy[(row, "acc")][0]
+        store.write_result(cell.id, {
+            "cell_id": cell.id, "group_key": cell.group_key, "table": cell.table_id, "row": cell.row,
+            "column": cell.column, "paper": cell.paper, "model": cell.model, "args": cell.args, "seed": 0,
+            "preset": cell.preset_name, "proxy": True, "metrics": {"top1_acc": 50.0}, **base, **records})
+    report = write_report(store, tmp_path / "REPORT.md", tables=["effnet/cifar10"], plots=False)
+    runs = [r for c in report["tables"][0]["cells"] for run in c["runs"].values() for r in run["runs"]]
+    assert {r["git_commit"] for r in runs} == {sha}  # "-dirty" is no part of a commit
+    md = (tmp_path / "REPORT.md").read_text()
+    assert "Provenance: 3 runs; presets `proxy`; git `0123456789ab`; hardware: C @ h. 1 run ran with source files " \
+           "changed from the commit (`repro/cli.py`). 1 run does not say whether its source differed" in md
+
+
+# ------------------------------------------------------------------ where the report goes
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ["REPORT.md", "report.json", "report"]
+
+
+def _shipped_state() -> dict:
+    """Bytes and mtimes of the shipped report at the repository root, to show nothing touched it."""
+    state = {}
+    for name in SHIPPED:
+        path = REPO_ROOT / name
+        for p in ([path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []):
+            state[str(p)] = (p.stat().st_mtime_ns, p.read_bytes())
+    return state
+
+
+def test_report_command_writes_beside_the_store_by_default(tmp_path, monkeypatch, capsys):
+    from repro.cli import main
+
+    store = Store(tmp_path / "store")
+    cell = cells_by_key(load_table("papers/effnet/cifar10"), "proxy")[("effnet", "acc")][0]
+    put(store, cell, 42.0, "top1_acc")
+    before = _shipped_state()
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--store", "store", "--tables", "effnet/cifar10"]) == 0
+    assert capsys.readouterr().out == "report: store/REPORT.md (1 table; report.json and plots beside it)\n"
+    md = (tmp_path / "store" / "REPORT.md").read_text()
+    assert (tmp_path / "store" / "report.json").is_file()
+    assert (tmp_path / "store" / "report" / "effnet__cifar10.png").read_bytes().startswith(PNG_MAGIC)
+    # links are relative to the report: the plot beside it, the seed to its run folder in the same store
+    assert "](report/effnet__cifar10.png)" in md and f"42.00 (n=1) [s0]({cell.id})" in md
+    assert "from the runs in this folder" in md and str(tmp_path) not in md
+    assert [r["cell_id"] for r in store.results()] == [cell.id]  # the report's files are not taken for runs
+    assert _shipped_state() == before
+    # --out still puts it anywhere, with its json and plots beside it
+    assert main(["report", "--store", "store", "--tables", "effnet/cifar10", "--out", "site/R.md"]) == 0
+    assert capsys.readouterr().out == "report: site/R.md (1 table; report.json and plots beside it)\n"
+    assert f"[s0](../store/{cell.id})" in (tmp_path / "site" / "R.md").read_text()
+    assert (tmp_path / "site" / "report.json").is_file() and (tmp_path / "site" / "report").is_dir()
+
+
+def test_run_writes_the_users_report_beside_their_store(tmp_path, monkeypatch, capsys):
+    """`repro run` into a store of the user's: the report lands beside it, the shipped REPORT.md is
+    untouched, nothing else appears in the working directory, and the run says where it wrote."""
+    from repro.cli import main
+
+    before = _shipped_state()
+    monkeypatch.chdir(tmp_path)
+    # No --set: a changed recipe is a cell of its own, which the report (built from the presets) does not show.
+    code = main(["run", "papers/shufflenet/table2", "--preset", "test", "--only", "0.25x|g=1", "--store", "mystore",
+                 "--wandb", "off", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (result,) = Store(tmp_path / "mystore").results()
+    assert result["preset"] == "test" and len(result["git_commit"]) == 40 and "-dirty" not in result["git_commit"]
+    assert isinstance(result["source_changes"], list) and result["source_changes_total"] >= len(result["source_changes"])
+    n_tables = len(json.loads((tmp_path / "mystore" / "report.json").read_text())["tables"])
+    assert out.splitlines()[-1] == f"report: mystore/REPORT.md ({n_tables} tables; report.json and plots beside it)"
+    md = (tmp_path / "mystore" / "REPORT.md").read_text()
+    assert f"[s0]({result['cell_id']})" in md and str(tmp_path) not in md
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mystore"]  # a clone's working tree stays clean
+    assert _shipped_state() == before
+
+
+def test_a_users_default_store_and_its_report_are_git_ignored():
+    """Quickstart 1 runs with the default store ./runs: what it writes there must not show in git status."""
+    import subprocess
+
+    paths = ["runs/REPORT.md", "runs/report.json", "runs/report/shufflenet__table2.png", "runs/0123456789abcdef/result.json"]
+    out = subprocess.run(["git", "-C", str(REPO_ROOT), "check-ignore", *paths], capture_output=True, text=True)
+    assert out.stdout.split() == paths

@@ -4,7 +4,7 @@ The report reads the results store and the specs; it never talks to a launcher o
 Schema of report.json (version 1; keys are only ever added, never renamed):
 
     schema_version: 1
-    generated_at: "YYYY-MM-DD HH:MM UTC";  store: absolute path of the results store
+    generated_at: "YYYY-MM-DD HH:MM UTC";  store: the results store, relative to REPORT.md's folder
     counting_rule: how params/FLOPs are counted;  complexity_rel_tol: tolerance of a "close" mark
     default_tolerance: the tolerance a spec gets when it states none (metric units)
     cell_verdicts: {verdict: meaning}
@@ -21,7 +21,10 @@ Schema of report.json (version 1; keys are only ever added, never renamed):
                                 flops: null|{column, unit, published, ours, verdict}, params: same}
             runs: {preset: {n, mean, std, values, seeds, delta (ours - published; null for proxy), derived (a
                             difference_of column: mean of one column minus the other's; runs are theirs),
-                            verdict, proxy, runs: [{seed, value, cell_id, run_dir, git_commit,
+                            verdict, proxy, runs: [{seed, value, cell_id, run_dir (relative to REPORT.md),
+                                                    git_commit (a sha), source_changes (source files that
+                                                    differed from it, first 20; null: not known, as in
+                                                    results recorded as "<sha>-dirty"), source_changes_total,
                                                     hardware, preset, steps, wall_time_s, finished_at}]}}
         } ]
         trends: [ {claim, kind, published: {status, checked, failures},
@@ -227,12 +230,33 @@ def _difference_runs(a: dict | None, b: dict | None, cell, spec, proxy: bool) ->
             "delta": stats["mean"] - cell.published if comparable else None, "runs": runs}
 
 
+LEGACY_DIRTY = "-dirty"
+
+
+def code_version(result: dict) -> tuple[str, list[str] | None, int | None]:
+    """(commit sha, source files changed from it, how many) of a result.
+
+    Results written before source changes were recorded apart say "<sha>-dirty" when any tracked
+    file differed, generated reports included: for those the changes are unknown (None), and a
+    plain sha from then means nothing differed.
+    """
+    commit = str(result.get("git_commit") or "unknown")
+    if "source_changes" in result:
+        changes = result["source_changes"]
+        return commit, changes, result.get("source_changes_total", None if changes is None else len(changes))
+    if commit.endswith(LEGACY_DIRTY):
+        return commit[:-len(LEGACY_DIRTY)], None, None
+    return commit, (None if commit == "unknown" else []), (None if commit == "unknown" else 0)
+
+
 def _provenance(result: dict, value: float, store: Store) -> dict:
     hw = result.get("hardware") or {}
     device = ", ".join(hw.get("gpus") or []) or hw.get("cpu") or "unknown hardware"
+    commit, changes, total = code_version(result)
     return {
         "seed": result.get("seed"), "value": value, "cell_id": result["cell_id"],
-        "run_dir": str(store.run_dir(result["cell_id"])), "git_commit": result.get("git_commit", "unknown"),
+        "run_dir": str(store.run_dir(result["cell_id"])), "git_commit": commit,
+        "source_changes": changes, "source_changes_total": total,
         "hardware": f"{device} @ {hw.get('host', '?')}", "preset": result.get("preset"),
         "steps": result.get("steps"), "wall_time_s": result.get("wall_time_s"), "finished_at": result.get("finished_at"),
     }

@@ -4,6 +4,10 @@
     markdown.py  REPORT.md
     plots.py     <out dir>/report/*.png, referenced from REPORT.md
 
+By default a store's report lives beside it (<store>/REPORT.md, <store>/report.json,
+<store>/report/*.png): a user's runs never overwrite the REPORT.md this repository ships, which is
+built from results/runs by `repro report --store results/runs --out REPORT.md`.
+
 Proxy results are shown apart from the paper comparison and are never called a reproduction.
 """
 
@@ -21,6 +25,7 @@ from repro.store import Store
 from repro.store.store import atomic_write_text
 
 PLOT_DIR = "report"
+REPORT_NAME = "REPORT.md"
 
 __all__ = ["build_report", "render_markdown", "write_report"]
 
@@ -37,8 +42,29 @@ def check_readable_store(store: Store) -> None:
         raise ConfigError(f"results store {root} cannot be read (permission denied); pass --store DIR")
 
 
-def write_report(store: Store, out: Path, tables: list[str] | None = None, plots: bool = True) -> dict:
-    out = Path(out)
+def default_report_path(store: Store) -> Path:
+    """Where a store's report goes when no path is asked for: beside the runs it describes."""
+    return store.root / REPORT_NAME
+
+
+def shown_path(path: Path) -> str:
+    """A path as a user would type it from here: relative to the working directory when inside it."""
+    path = Path(path).absolute()
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def report_written_line(out: Path, report: dict) -> str:
+    """What `run` and `report` print once the report is written: where, so nobody has to guess
+    which REPORT.md changed."""
+    n = len(report["tables"])
+    return f"report: {shown_path(out)} ({n} table{'s' if n != 1 else ''}; report.json and plots beside it)"
+
+
+def write_report(store: Store, out: Path | None = None, tables: list[str] | None = None, plots: bool = True) -> dict:
+    out = default_report_path(store) if out is None else Path(out)
     base = out.parent.resolve()
     if out.is_dir():  # checked first, not after drawing every figure
         raise RunFailed(f"cannot write the report to {out}: it is a directory; pass --out FILE, e.g. {out / 'REPORT.md'}")
@@ -51,7 +77,21 @@ def write_report(store: Store, out: Path, tables: list[str] | None = None, plots
                         "pass --out FILE in a writable folder") from None
 
 
+def _relative_paths(report: dict, base: Path) -> None:
+    """Store and run folders relative to the report's folder, so the report (and its links) reads the
+    same on any machine and after the folder is moved with its store; never the writer's home."""
+    rel = lambda path: Path(os.path.relpath(path, base)).as_posix()  # noqa: E731
+    report["store"] = rel(report["store"])
+    for t in report["tables"]:
+        for cell in t["cells"]:
+            for preset_runs in cell["runs"].values():
+                for run in preset_runs["runs"]:
+                    if os.path.isabs(run["run_dir"]):  # a derived cell lists its source cells' runs again
+                        run["run_dir"] = rel(run["run_dir"])
+
+
 def _write(report: dict, store: Store, out: Path, base: Path, plots: bool) -> dict:
+    _relative_paths(report, base)
     summary_plot = None
     if plots:
         for t in report["tables"]:

@@ -15,7 +15,7 @@ NOT_REPRODUCED = "not reproduced"
 PROXY_ONLY = "proxy only"
 NOT_RUN = "not run"
 NOT_TRANSCRIBED = "published value not transcribed"
-NOT_IN_SUITE = "not in this suite"
+NOT_IN_SUITE = "published only"  # another paper's network, quoted by this one
 NOT_REPRODUCIBLE = "not reproducible"
 
 CELL_VERDICTS = {
@@ -24,7 +24,8 @@ CELL_VERDICTS = {
     PROXY_ONLY: "run on a proxy preset (synthetic data): never compared with the paper",
     NOT_RUN: "the cell is built here but has no finished run in the store",
     NOT_TRANSCRIBED: "the paper has the cell but its number could not be read from a text source (see the note)",
-    NOT_IN_SUITE: "the row is another paper's network, quoted by this paper; not built here",
+    NOT_IN_SUITE: "the row is another paper's network, quoted by this paper for comparison: its published number is "
+                  "shown, nothing is built or run for it here",
     NOT_REPRODUCIBLE: "the paper does not give enough to build the cell (the reason follows)",
 }
 
