@@ -218,8 +218,9 @@ def test_first_screen_is_the_verdict_count_then_the_explanation(rendered):
     total = sum(counts.values())
     assert lines[2].startswith(f"Of {total} cells in these tables, **{counts[V.REPRODUCED]} reproduced** and "
                                f"**{counts[V.NOT_REPRODUCED]} not reproduced** on the paper's data and recipe")
-    assert f"{counts[V.PROXY_ONLY]} have **proxy runs only**" in lines[2]
-    assert f"{counts[V.NOT_IN_SUITE]} are other papers' models quoted for comparison (published only)" in lines[2]
+    assert f" **Proxy only**: {counts[V.PROXY_ONLY]} (synthetic data: " in lines[2]
+    assert f" Not run yet: {counts[V.NOT_RUN]} (built here, no finished run)." in lines[2]
+    assert f" Published only: {counts[V.NOT_IN_SUITE]} (other papers' models, quoted for comparison)." in lines[2]
     assert lines[4] == "## Summary"
     assert md.index("## Summary") < md.index("How to read it") < md.index("## shufflenet/table3")
     header = next(line for line in lines if line.startswith("| table | cells |"))
@@ -230,6 +231,17 @@ def test_first_screen_is_the_verdict_count_then_the_explanation(rendered):
     assert t5.count(V.NOT_IN_SUITE) == 4 and t5.count(V.PROXY_ONLY) == 0  # the MobileNet rows
     assert row.startswith(f"| [shufflenet/table5](#shufflenettable5) | {len(t5)} | {t5.count(V.REPRODUCED)} | "
                           f"{t5.count(V.NOT_REPRODUCED)} | 0 | {t5.count(V.NOT_RUN)} | 4 | 2 | 0 |")
+
+
+def test_a_report_with_only_proxy_runs_says_nothing_is_reproduced(tmp_path):
+    store = Store(tmp_path / "store")
+    put(store, cells_by_key(load_table("papers/effnet/cifar10"), "proxy")[("effnet", "acc")][0], 42.0, "top1_acc")
+    write_report(store, tmp_path / "REPORT.md", tables=["effnet/cifar10"], plots=False)
+    first = (tmp_path / "REPORT.md").read_text().splitlines()[2]
+    assert first.startswith("Of 4 cells in these tables, **none is compared with the paper yet**: no cell has a "
+                            "finished run of the paper's data and recipe, so nothing here is a reproduction. "
+                            "**Proxy only**: 1 (synthetic data")
+    assert "reproduced**" not in first
 
 
 def test_no_absolute_path_of_the_machine_that_built_it(rendered):

@@ -116,19 +116,19 @@ def _trust_line(report: dict) -> str:
     n = verdict_counts(report)
     total = sum(n.values())
     compared = n[V.REPRODUCED] + n[V.NOT_REPRODUCED]
-    parts = [f"Of {total} cells in these tables, **{n[V.REPRODUCED]} reproduced** and **{n[V.NOT_REPRODUCED]} not "
-             f"reproduced** on the paper's data and recipe ({compared} compared in all)."]
-    if n[V.PROXY_ONLY]:
-        parts.append(f"{n[V.PROXY_ONLY]} have **proxy runs only** (synthetic data: they show that the pipeline trains "
-                     "and how the variants rank, never that the paper's number holds).")
-    if n[V.NOT_RUN]:
-        parts.append(f"{n[V.NOT_RUN]} are built here but not run yet.")
-    rest = [(n[V.NOT_IN_SUITE], "are other papers' models quoted for comparison (published only)"),
-            (n[V.NOT_REPRODUCIBLE], "cannot be built from what the paper states (not reproducible)"),
-            (n[V.NOT_TRANSCRIBED], "have a published number that could not be read (not transcribed)")]
-    rest = [f"{k} {what}" for k, what in rest if k]
-    if rest:
-        parts.append("Of the rest, " + "; ".join(rest) + ".")
+    if compared:
+        parts = [f"Of {total} cells in these tables, **{n[V.REPRODUCED]} reproduced** and **{n[V.NOT_REPRODUCED]} not "
+                 f"reproduced** on the paper's data and recipe ({compared} compared in all)."]
+    else:
+        parts = [f"Of {total} cells in these tables, **none is compared with the paper yet**: no cell has a finished run "
+                 "of the paper's data and recipe, so nothing here is a reproduction."]
+    rest = [(V.PROXY_ONLY, "**Proxy only**", "synthetic data: they show that the pipeline trains and how the "
+             "variants rank, never that the paper's number holds"),
+            (V.NOT_RUN, "Not run yet", "built here, no finished run"),
+            (V.NOT_IN_SUITE, "Published only", "other papers' models, quoted for comparison"),
+            (V.NOT_REPRODUCIBLE, "Not reproducible", "the paper does not give enough to build them"),
+            (V.NOT_TRANSCRIBED, "Not transcribed", "the published number could not be read")]
+    parts += [f"{label}: {n[v]} ({why})." for v, label, why in rest if n[v]]
     return " ".join(parts)
 
 
