@@ -90,3 +90,16 @@ def test_sync_finds_offline_runs_and_calls_wandb_sync(tmp_path, monkeypatch, cap
     assert sync(SimpleNamespace(store=str(store.root), dry_run=False)) == 0
     (cmd,) = calls
     assert isinstance(cmd, list) and Path(cmd[0]).name == "wandb" and cmd[1:] == ["sync", str(pending)]
+
+
+def test_collected_results_keep_the_source_changes_a_run_logged():
+    c = cells()
+    run = fake_run(c[0])
+    run.summary["final_source_changes"] = {"source_changes": ["repro/cli.py"], "source_changes_total": 1,
+                                           "cell_id": "not-a-field-to-take"}
+    result, why = result_from_run(run)
+    assert why == "" and result["git_commit"] == "abc" and result["cell_id"] == c[0].id
+    assert result["source_changes"] == ["repro/cli.py"] and result["source_changes_total"] == 1
+    # a run logged before source changes were recorded: nothing claimed either way
+    result, _ = result_from_run(fake_run(c[0]))
+    assert "source_changes" not in result and "source_changes_total" not in result
