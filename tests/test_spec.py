@@ -115,3 +115,23 @@ def test_difference_of_must_name_trained_columns(columns, message):
     with pytest.raises(ValidationError, match=message):
         TableSpec.model_validate({"table": "t", "title": "t", "metric": {"name": "m", "better": "lower"}, "rows": [{"id": "r"}],
                                   "columns": columns})
+
+
+def test_status_and_dry_run_need_no_torch_once_the_signatures_are_cached(tmp_path):
+    """Cell ids need the builders' defaults; cached per paper source, they spare status and dry runs
+    the torch import (seconds), and give the same ids as the builders themselves."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    probe = ("import sys, json; from repro.cli import main; "
+             "main(['run', 'papers/shufflenet/table2', '--preset', 'proxy', '--dry-run', '--json', '--store', sys.argv[1]]); "
+             "print(json.dumps({'torch': 'torch' in sys.modules}))")
+    env = {**__import__("os").environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", probe, str(tmp_path / "s")], capture_output=True, text=True, cwd=REPO,
+                           env=env, timeout=300) for _ in range(2)]
+    cold, warm = ([json.loads(line) for line in r.stdout.splitlines()] for r in runs)
+    assert cold[-1] == {"torch": True} and warm[-1] == {"torch": False}, runs[1].stderr
+    assert [c.get("cell_id") for c in cold[:-1]] == [c.get("cell_id") for c in warm[:-1]]
+    assert any(c.get("cell_id") for c in warm)

@@ -8,7 +8,6 @@ arguments (defaults filled in), the preset's data and training recipe, and the s
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from repro.errors import ConfigError, SpecError
 from repro.spec.load import Table
 from repro.spec.recipes import COMMAND_LINE, apply_overrides, check_recipe, model_overrides, with_row_recipe
 from repro.spec.schema import MAX_IMAGE_SIZE, Preset
+from repro.spec.signatures import NO_DEFAULT, model_signatures
 
 INHERIT = "__inherit__"
 
@@ -88,15 +88,24 @@ class Cell:
         }
 
 
-def builder_for(table: Table, model: str):
-    module = table.paper.models_module()
+def paper_builders(paper) -> dict:
+    module = paper.models_module()
     models = dict(getattr(module, "MODELS", {}))
     if getattr(module, "BACKBONES", None):  # a paper with detection backbones gets the detectors
         from repro.nn.detection import DETECTORS, bind_backbones
 
         models.update({kind: bind_backbones(kind, module.BACKBONES) for kind in DETECTORS if kind not in models})
+    return models
+
+
+def _unknown_model(table: Table, model: str, known) -> SpecError:
+    return SpecError(f"{table.path}: unknown model {model!r}; {table.paper.name} defines: {', '.join(sorted(known))}")
+
+
+def builder_for(table: Table, model: str):
+    models = paper_builders(table.paper)
     if model not in models:
-        raise SpecError(f"{table.path}: unknown model {model!r}; {table.paper.name} defines: {', '.join(sorted(models))}")
+        raise _unknown_model(table, model, models)
     return models[model]
 
 
@@ -134,12 +143,15 @@ def resolve_init_from(table: Table, ref: str, preset_name: str) -> str:
 
 def resolve_args(table: Table, model: str, args: dict) -> dict:
     """Fill the builder's defaults in, so equal configurations hash equally; reject unknown keys."""
-    params = inspect.signature(builder_for(table, model)).parameters
+    signatures = model_signatures(table.paper, lambda: paper_builders(table.paper))
+    if model not in signatures:
+        raise _unknown_model(table, model, signatures)
+    params = signatures[model]
     unknown = set(args) - set(params)
     if unknown:
         accepted = ", ".join(p for p in params if p != "num_classes")
         raise SpecError(f"{table.path}: model {model!r} has no argument(s) {sorted(unknown)}; accepted: {accepted}")
-    resolved = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    resolved = {k: default for k, default in params.items() if default != NO_DEFAULT}
     resolved.update(args)
     resolved.pop("num_classes", None)  # set by the preset's data, hashed through it
     return resolved
@@ -199,7 +211,7 @@ def expand_cells(table: Table, preset_name: str = "paper", seeds: int = 1, seed_
             resolved = resolve_args(table, model, args) if model else args
             if model and not skip:
                 check_recipe(row_preset, spec.task, f"{table.path} [{resolved_name}] row {row.id!r}", sources)
-                accepted = set(inspect.signature(builder_for(table, model)).parameters)
+                accepted = set(model_signatures(table.paper, lambda: paper_builders(table.paper))[model])
                 try:
                     resolved.update(model_overrides(row_preset.train, accepted))
                 except SpecError as exc:

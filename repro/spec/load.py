@@ -44,50 +44,38 @@ MAX_YAML_NODES = 100_000  # counted with aliases expanded
 MAX_YAML_CHARS = 4 * 1024 * 1024  # scalar characters, aliases expanded
 
 
-class _BoundedSafeLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses duplicate keys (YAML says they are an error; PyYAML lets the
-    last one win silently), nesting deeper than MAX_YAML_DEPTH, and documents whose aliases
-    expand past MAX_YAML_NODES nodes or MAX_YAML_CHARS characters, or refer to themselves."""
+class _BoundedSafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """yaml's safe loader (libyaml's C parser where PyYAML has it: status and dry runs parse every
+    paper's YAML, and the pure-Python parser took ~3 s for it) that refuses duplicate keys (YAML
+    says they are an error; PyYAML lets the last one win silently), nesting deeper than
+    MAX_YAML_DEPTH, and documents whose aliases expand past MAX_YAML_NODES nodes or MAX_YAML_CHARS
+    characters, or refer to themselves. The checks walk the composed nodes before anything is built."""
 
-    def __init__(self, stream):
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent, index):
-        self._depth += 1
-        try:
-            if self._depth > MAX_YAML_DEPTH:
-                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
-                                                  self.peek_event().start_mark)
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def compose_mapping_node(self, anchor):
-        node = super().compose_mapping_node(anchor)
-        # Checked here, before construction: merge keys (`<<: *base`) flatten the mapping later, and
-        # a key a merge brings in may legitimately be overridden.
-        first_line = {}
-        for key, _ in node.value:
-            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
-                continue
-            ident = (key.tag, key.value)
-            if ident in first_line:
-                raise yaml.composer.ComposerError(
-                    None, None, f"duplicate key {key.value!r}, first on line {first_line[ident]}", key.start_mark)
-            first_line[ident] = key.start_mark.line + 1
-        return node
-
-    def compose_document(self):
-        node = super().compose_document()
-        if node is not None:
-            _expanded_size(node, {}, set())
-        return node
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node, {}, set())
+        return self.construct_document(node)
 
 
-def _expanded_size(node, sizes: dict, open_nodes: set) -> tuple[int, int]:
-    """(nodes, scalar characters) of `node` with every alias expanded; raises past the bounds.
-    Memoised per node, so it costs one visit per distinct node whatever the expansion."""
+def _duplicate_keys(node) -> None:
+    # Merge keys (`<<: *base`) flatten the mapping later, and a key a merge brings in may
+    # legitimately be overridden: only keys written in this mapping count.
+    first_line = {}
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        ident = (key.tag, key.value)
+        if ident in first_line:
+            raise yaml.composer.ComposerError(
+                None, None, f"duplicate key {key.value!r}, first on line {first_line[ident]}", key.start_mark)
+        first_line[ident] = key.start_mark.line + 1
+
+
+def _check_nodes(node, sizes: dict, open_nodes: set) -> tuple[int, int, int]:
+    """(nodes, scalar characters, nesting depth) of `node` with every alias expanded; raises past
+    the bounds. Memoised per node, so it costs one visit per distinct node whatever the expansion."""
     key = id(node)
     if key in sizes:
         return sizes[key]
@@ -95,16 +83,20 @@ def _expanded_size(node, sizes: dict, open_nodes: set) -> tuple[int, int]:
         raise yaml.composer.ComposerError(None, None, "an alias refers to the node that contains it: "
                                           "a recursive document", node.start_mark)
     if isinstance(node, yaml.ScalarNode):
-        size = (1, len(node.value))
+        size = (1, len(node.value), 1)
     else:
+        if isinstance(node, yaml.MappingNode):
+            _duplicate_keys(node)
         open_nodes.add(key)
         children = [x for pair in node.value for x in pair] if isinstance(node, yaml.MappingNode) else node.value
-        nodes, chars = 1, 0
+        nodes, chars, depth = 1, 0, 1
         for child in children:
-            n, c = _expanded_size(child, sizes, open_nodes)
-            nodes, chars = nodes + n, chars + c
+            n, c, d = _check_nodes(child, sizes, open_nodes)
+            nodes, chars, depth = nodes + n, chars + c, max(depth, d + 1)
         open_nodes.discard(key)
-        size = (nodes, chars)
+        size = (nodes, chars, depth)
+    if size[2] > MAX_YAML_DEPTH:
+        raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", node.start_mark)
     if size[0] > MAX_YAML_NODES or size[1] > MAX_YAML_CHARS:
         raise yaml.composer.ComposerError(
             None, None, f"aliases expand it to more than {MAX_YAML_NODES} values or "
