@@ -358,10 +358,24 @@ def cmd_published(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from repro.launch.status import print_status
+    from repro.launch.status import presets_held, print_status
+    from repro.spec import load_table
 
-    table, cells = _cells(args)
-    return print_status(table, cells, _store(args))
+    store = _store(args)
+    if args.preset is not None:
+        table, cells = _cells(args)
+        return print_status(table, cells, store, args.preset)
+    # No --preset: every preset this store holds runs of for the table, so a proxy quickstart's
+    # store does not read as "15 pending" under the paper preset it never ran.
+    table = load_table(args.table, check_path=True)
+    held = presets_held(table, store, lambda preset: _cells(argparse.Namespace(**{**vars(args), "preset": preset}))[1])
+    for i, preset in enumerate(held or ["paper"]):
+        if i:
+            print()
+        args.preset = preset
+        print_status(table, _cells(args)[1], store, preset,
+                     note="" if held else "the store holds no runs of this table under any preset; showing preset 'paper'")
+    return 0
 
 
 def cmd_sweep(args) -> int:
@@ -455,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("status", help="state of each cell of a table: pending / running / done / failed")
     sp.add_argument("table", help="table path, e.g. papers/shufflenet/table2")
-    sp.add_argument("--preset", default="paper", help="the preset the run used (default: paper)")
+    sp.add_argument("--preset", default=None,
+                    help="the preset the run used (default: every preset the store holds runs of for this table, "
+                         "or paper when it holds none)")
     sp.add_argument("--seeds", type=_positive_int, default=1, help="the seeds the run used (default 1)")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="the same overrides as the run")
     sp.add_argument("--recipe", metavar="FILE", help="the same --recipe file as the run")

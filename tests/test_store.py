@@ -350,3 +350,38 @@ def test_a_cell_that_fails_its_checks_is_not_left_running(tmp_path, capsys, monk
     folder = store / cell_id()
     assert not (folder / "checkpoints").exists() and not (folder / "state.json").exists()
     assert Store(store).in_flight(cell_id()) is False
+
+
+# ---------------------------------------------------------------- status
+
+
+def test_status_without_a_preset_shows_the_presets_the_store_holds(capsys):
+    assert main(["status", TABLE, "--store", str(REPO / "results" / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "shufflenet/table2 [preset proxy]: 15 runs" in out and "15 done" in out
+    assert "[preset paper]" not in out and "pending" not in out
+    assert "300/300" in out, "a finished cell shows its steps out of its total"
+
+
+def test_status_of_an_empty_store_names_the_preset_it_shows(tmp_path, capsys):
+    assert main(["status", TABLE, "--store", str(tmp_path / "empty")]) == 0
+    out = capsys.readouterr().out
+    assert "[preset paper]" in out and "holds no runs of this table under any preset; showing preset 'paper'" in out
+
+
+def test_status_shows_a_running_cell_as_step_of_total(tmp_path, capsys, sleeper):
+    store = tmp_path / "store"
+    folder = store / cell_id()
+    claim_file(folder, 0, pid=sleeper.pid, pid_start=process_start_time(sleeper.pid))
+    (folder / "state.json").write_text(json.dumps({"status": "running", "step": 40, "total_steps": 300,
+                                                   "updated": time.time()}))
+    assert main(["status", TABLE, "--preset", "test", *ONE, "--store", str(store)]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if cell_id() in line)
+    assert "running" in line and "40/300" in line
+
+
+def test_a_rerun_with_nothing_to_do_draws_no_progress_bar(finished, tmp_path):
+    store = copy_of(finished, tmp_path)
+    out = run_cli("run", TABLE, "--preset", "test", *ONE, "--store", str(store), "--no-report", "--wandb", "off")
+    assert out.returncode == 0 and "0 to run, 1 done" in out.stdout
+    assert "cell/s" not in out.stderr and "0/0" not in out.stderr, out.stderr

@@ -14,6 +14,8 @@ def run_local(table: Table, cells: list[Cell], opts: RunOptions, progress: bool 
     from tqdm.auto import tqdm
 
     results, failed = [], []
+    if not cells:  # nothing to do: no empty progress bar
+        return results
     bar = tqdm(total=len(cells), desc=table.id, unit="cell", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     for cell in cells:
         bar.set_postfix_str(f"{cell.row} | {cell.column} (seed {cell.seed}) starting")

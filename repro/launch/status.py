@@ -32,9 +32,9 @@ def cell_statuses(cells, store: Store) -> tuple[dict[str, dict], str]:
             rows[cell.id] = {"status": "pending", "job_id": None, "step": None, "message": ""}
             continue
         rows[cell.id] = {"status": state.status, "job_id": state.job_id, "step": state.step, "message": state.message,
-                         "updated": state.updated}
+                         "updated": state.updated, "total": state.total_steps}
         if state.status == "done":  # Store.state() reports just "done"; the job that did it is in state.json
-            rows[cell.id]["step"] = (store.result(cell.id) or {}).get("steps", state.step)
+            rows[cell.id]["step"] = rows[cell.id]["total"] = (store.result(cell.id) or {}).get("steps", state.step)
             rows[cell.id]["job_id"] = (read_json(store.run_dir(cell.id) / "state.json") or {}).get("job_id")
         elif state.launcher == "slurm" and state.job_id:
             slurm_jobs[cell.id] = state.job_id
@@ -61,10 +61,28 @@ def cell_statuses(cells, store: Store) -> tuple[dict[str, dict], str]:
     return rows, ""
 
 
-def print_status(table, cells, store: Store) -> int:
-    rows, note = cell_statuses(cells, store)
-    print(f"{table.id}: {len(rows)} runs in {store.root}")
-    print(f"  {'cell':16}  {'row':>16} | {'column':<12} {'status':<10} {'job':<12} {'step':>6}  note")
+def presets_held(table, store: Store, cells_of) -> list[str]:
+    """The presets of the table's paper with at least one run folder in the store (`cells_of(preset)`
+    expands the table under a preset, with the command's seeds and overrides)."""
+    from repro.errors import ReproError
+
+    held = []
+    for preset in table.paper.presets:
+        try:
+            cells = cells_of(preset)
+        except ReproError:  # e.g. a preset this table's task cannot use
+            continue
+        if any(c.runnable and store.run_dir(c.id).exists() for c in cells):
+            held.append(preset)
+    return held
+
+
+def print_status(table, cells, store: Store, preset: str, note: str = "") -> int:
+    rows, slurm_note = cell_statuses(cells, store)
+    print(f"{table.id} [preset {preset}]: {len(rows)} runs in {store.root}")
+    if note:
+        print(f"  ({note})")
+    print(f"  {'cell':16}  {'row':>16} | {'column':<12} {'status':<10} {'job':<12} {'step':>11}  note")
     shown = set()
     for cell in cells:
         if not cell.runnable:
@@ -74,14 +92,14 @@ def print_status(table, cells, store: Store) -> int:
             continue
         shown.add(cell.id)
         r = rows[cell.id]
-        step = "" if r["step"] is None else str(r["step"])
+        step = "" if r["step"] is None else str(r["step"]) + (f"/{r['total']}" if r.get("total") else "")
         age = f"updated {_ago(r['updated'])}" if r.get("updated") and r["status"] == "running" else ""
-        print(f"  {cell.id:16}  {cell.row:>16} | {cell.column:<12} {r['status']:<10} {r['job_id'] or '-':<12} {step:>6}  "
+        print(f"  {cell.id:16}  {cell.row:>16} | {cell.column:<12} {r['status']:<10} {r['job_id'] or '-':<12} {step:>11}  "
               f"{r['message'] or age}".rstrip())
     counts = Counter(r["status"] for r in rows.values())
     print("  " + ", ".join(f"{counts[s]} {s}" for s in ORDER if counts[s]))
-    if note:
-        print(note)
+    if slurm_note:
+        print(slurm_note)
     return 0
 
 

@@ -109,6 +109,7 @@ class RunState:
     job_id: str | None = None
     launcher: str | None = None
     step: int | None = None
+    total_steps: int | None = None
     message: str = ""
     host: str | None = None
     pid: int | None = None
@@ -121,7 +122,7 @@ class RunState:
         writer replaces it) rather than trusted or fatal."""
         if not isinstance(raw, dict) or raw.get("status") not in STATUSES:
             return None
-        kinds = {"job_id": str, "launcher": str, "step": int, "message": str, "host": str, "pid": int,
+        kinds = {"job_id": str, "launcher": str, "step": int, "total_steps": int, "message": str, "host": str, "pid": int,
                  "pid_start": int, "updated": (int, float)}
         fields = {k: raw[k] for k, kind in kinds.items()
                   if isinstance(raw.get(k), kind) and not isinstance(raw.get(k), bool)}

@@ -113,7 +113,7 @@ class RecordStep(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
         if trainer.is_global_zero and (step == 1 or step % self.every_n_steps == 0):
-            self.store.set_state(self.cell_id, "running", step=step)
+            self.store.set_state(self.cell_id, "running", step=step, total_steps=trainer.max_steps)
 
 
 class StepReporter(pl.Callback):
