@@ -267,7 +267,7 @@ def _print_plan(table, cells, store, todo) -> int:
     status = {c.id: "run" for c in todo.todo} | {c.id: "done" for c in todo.done} | {c.id: "in flight" for c in todo.in_flight}
     print(f"{table.id}: {len(cells)} cells; {todo.summary()}")
     for c in cells:
-        what = status.get(c.id) if c.runnable else ("not in this suite" if c.model is None else f"skip: {c.skip}")
+        what = status.get(c.id) if c.runnable else ("published only (not built here)" if c.model is None else c.skip)
         print(f"  {c.id}  {c.row:>24} | {c.column:<12} seed {c.seed}  {c.model or '-'} {json.dumps(c.args) if c.model else ''}  -> {what}")
     return 0
 
@@ -320,7 +320,7 @@ def cmd_complexity(args) -> int:
             c = cell_complexity(table, cell)
             rec.update(params=c["params"], mflops=round(c["mflops"], 3), input_size=c["input_size"])
         else:
-            rec["skip"] = cell.skip or "not in this suite"
+            rec["skip"] = cell.skip or "published only (not built here)"
         rows.append(rec)
     if args.json:
         for rec in rows:

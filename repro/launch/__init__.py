@@ -17,7 +17,7 @@ class Plan:
 
     def summary(self) -> str:
         return (f"{len(self.todo)} to run, {len(self.done)} done, {len(self.in_flight)} in flight, "
-                f"{len(self.not_runnable)} not runnable")
+                f"{len(self.not_runnable)} not trained here (published only or derived)")
 
 
 def plan(cells: list[Cell], store: Store) -> Plan:

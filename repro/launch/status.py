@@ -86,7 +86,7 @@ def print_status(table, cells, store: Store, preset: str, note: str = "") -> int
     shown = set()
     for cell in cells:
         if not cell.runnable:
-            print(f"  {'-':16}  {cell.row:>16} | {cell.column:<12} {'skip' if cell.skip else 'not in this suite'}")
+            print(f"  {'-':16}  {cell.row:>16} | {cell.column:<12} {cell.skip or 'published only (not built here)'}")
             continue
         if cell.id in shown:
             continue
