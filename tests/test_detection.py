@@ -145,7 +145,7 @@ def test_init_from_loads_the_classification_backbone(tmp_path):
     ckpt = store.checkpoint_path(cell.init_from_cell)
     ckpt.parent.mkdir(parents=True)
     torch.save({"state_dict": {f"model.{k}": v for k, v in classifier.state_dict().items()}, "global_step": 6}, ckpt)
-    store.write_result(cell.init_from_cell, {"cell_id": cell.init_from_cell, "steps": 6})
+    store.write_result(cell.init_from_cell, {"cell_id": cell.init_from_cell, "steps": 6, "metrics": {}})
     info = init_backbone(model, table, cell, store)
     assert info["init_from_cell"] == cell.init_from_cell and info["init_untouched_tensors"] == []
     assert info["init_loaded_tensors"] == len(model.backbone.body.state_dict())
