@@ -33,7 +33,8 @@ def test_cgroup_v1_quota(tmp_path):
     (8, 0.0, 1, 8), (8, 6.2, 1, 2), (8, 30.0, 1, 1), (8, 0.3, 2, 4), (8, 4.0, 2, 2), (2, 3.5, 1, 1), (1, 0.0, 4, 1),
 ])
 def test_threads_are_the_free_share_of_the_usable_cpus(monkeypatch, cpus, load, processes, threads):
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for name in ("OMP_NUM_THREADS", T.CHOSEN_ENV):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(T, "usable_cpus", lambda: (cpus, "affinity"))
     got, why = T.choose_threads(None, processes, load=load)
     assert got == threads and f"{cpus} CPUs" in why
@@ -41,13 +42,15 @@ def test_threads_are_the_free_share_of_the_usable_cpus(monkeypatch, cpus, load, 
 
 
 def test_a_launcher_setting_omp_num_threads_is_obeyed(monkeypatch):
+    monkeypatch.delenv(T.CHOSEN_ENV, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert T.choose_threads(None, 1, load=0.0) == (1, "OMP_NUM_THREADS")
 
 
 def test_a_run_confined_to_one_cpu_uses_one_thread_and_records_it(tmp_path):
     store = tmp_path / "store"
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", T.CHOSEN_ENV, T.CHOSEN_REASON_ENV)}
     out = subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "repro", "run", "papers/shufflenet/table2",
                           "--preset", "test", "--only", "0.25x|g=8", "--set", "train.max_steps=2", "--store", str(store),
                           "--no-report", "--no-progress"], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
@@ -65,3 +68,27 @@ def test_threads_flag_overrides(tmp_path):
     assert out.returncode == 0, out.stderr
     (result,) = [json.loads(p.read_text()) for p in store.glob("*/result.json")]
     assert (result["threads"], result["threads_reason"], result["hardware"]["cpu_threads"]) == (3, "--threads", 3)
+
+
+def test_busy_cpus_sees_a_process_spinning_on_a_cpu():
+    spinner = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.5)
+        assert T.busy_cpus({0}, window_s=1.0) > 0.7
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_the_first_cell_decides_for_the_whole_process(monkeypatch):
+    """Later cells must not read the machine this process itself keeps busy."""
+    for name in ("OMP_NUM_THREADS", T.CHOSEN_ENV, T.CHOSEN_REASON_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(T, "usable_cpus", lambda: (2, "affinity"))
+    monkeypatch.setattr(T, "busy_cpus", lambda: 0.0)
+    first = T.configure_threads()
+    monkeypatch.setattr(T, "busy_cpus", lambda: 1.9)  # our own first cell's load
+    assert T.configure_threads() == first and first["threads"] == 2
+    assert os.environ[T.CHOSEN_ENV] == "2"

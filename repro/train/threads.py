@@ -6,8 +6,8 @@ runs more threads than it gets CPUs, and OpenMP's idle threads spin while they w
 Measured on this project's 2-core machine under a load of ~3.5 (shufflenet table2, test preset,
 1x g=3, 60 steps): torch's defaults took 90 s; 2 threads that sleep when idle 28 s; 1 thread 25 s.
 So training commands make OpenMP's idle threads sleep (OMP_WAIT_POLICY=PASSIVE, unless the user set
-it) and size the thread pool from the CPUs this process may use, minus the load other work puts on
-them; `--threads N` overrides.
+it) and size the thread pool from the CPUs this process may use, less those other work keeps busy
+when it starts; `--threads N` overrides.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+CHOSEN_ENV = "REPRO_THREADS"  # set by the first cell of a process, inherited by its DDP ranks
+CHOSEN_REASON_ENV = "REPRO_THREADS_REASON"
 
 
 def quiet_idle_threads() -> None:
@@ -51,22 +53,57 @@ def usable_cpus() -> tuple[int, str]:
     return cpus, why
 
 
+def busy_cpus(cpus: set[int] | None = None, window_s: float = 0.5, stat: Path = Path("/proc/stat")) -> float | None:
+    """How many of `cpus` (default: this process's affinity set) other work keeps busy right now,
+    from /proc/stat over `window_s`; None where there is no /proc/stat. Measured at start-up, before
+    this process computes anything, so it is other work; the load average would also count this
+    process's previous cell for a minute after it ends."""
+    import time
+
+    def sample() -> dict[int, tuple[int, int]]:
+        out = {}
+        for line in stat.read_text().splitlines():
+            if line.startswith("cpu") and line[3:4].isdigit():
+                name, *ticks = line.split()
+                values = [int(t) for t in ticks]
+                idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+                out[int(name[3:])] = (sum(values), idle)
+        return out
+
+    try:
+        cpus = cpus if cpus is not None else set(os.sched_getaffinity(0))
+        before = sample()
+        time.sleep(window_s)
+        after = sample()
+    except (OSError, ValueError, AttributeError):
+        return None
+    busy = 0.0
+    for cpu in cpus:
+        if cpu in before and cpu in after:
+            total = after[cpu][0] - before[cpu][0]
+            idle = after[cpu][1] - before[cpu][1]
+            busy += (total - idle) / total if total > 0 else 0.0
+    return busy
+
+
 def choose_threads(requested: int | None = None, processes: int = 1, load: float | None = None) -> tuple[int, str]:
     """(intra-op threads per process, why). `processes` share the CPUs (DDP ranks on one machine);
-    `load` is the 1-minute load average of other work (read from the system when None)."""
+    `load` is how many CPUs other work keeps busy (measured when None)."""
     if requested:
         return requested, "--threads"
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
-        return int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"  # set by the user or a launcher (Ray sets 1)
+    for name in (CHOSEN_ENV, "OMP_NUM_THREADS"):  # a parent's choice (DDP ranks), or a launcher's (Ray sets 1)
+        if os.environ.get(name, "").isdigit() and int(os.environ[name]) > 0:
+            return int(os.environ[name]), name
     cpus, why = usable_cpus()
     share = max(1, cpus // max(1, processes))
     if load is None:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    # The load average counts runnable tasks over the last minute; at start-up that is other work.
+        load = busy_cpus()
+        if load is None:
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     free = max(1, min(cpus, round(cpus - load)))
     if free < cpus:
         share = max(1, min(share, free // max(1, processes) or 1))
-        why = f"{why}: {cpus} CPUs, load {load:.1f} from other work"
+        why = f"{why}: {cpus} CPUs, {load:.1f} busy with other work"
     else:
         why = f"{why}: {cpus} CPUs"
     return share, why
@@ -77,5 +114,10 @@ def configure_threads(requested: int | None = None, processes: int = 1) -> dict:
     import torch
 
     threads, why = choose_threads(requested, processes)
+    # Decided once per process: later cells of the table (and DDP ranks started from it) keep it,
+    # rather than measure a machine this process itself keeps busy.
+    if why not in ("--threads", "OMP_NUM_THREADS"):
+        os.environ[CHOSEN_ENV] = str(threads)
+        why = os.environ.setdefault(CHOSEN_REASON_ENV, why)
     torch.set_num_threads(threads)
     return {"threads": threads, "threads_reason": why, "omp_wait_policy": os.environ.get(WAIT_POLICY_ENV, "")}
