@@ -539,9 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.func in (cmd_run, cmd_sweep):
-        from repro.train.threads import quiet_idle_threads
+        from repro.train.threads import measure_before_torch
 
-        quiet_idle_threads()  # before anything imports torch
+        measure_before_torch()
     try:
         code = args.func(args)
         sys.stdout.flush()  # here, where a reader that left (`| head`) is caught below, not at exit

@@ -50,14 +50,14 @@ def test_a_launcher_setting_omp_num_threads_is_obeyed(monkeypatch):
 def test_a_run_confined_to_one_cpu_uses_one_thread_and_records_it(tmp_path):
     store = tmp_path / "store"
     env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", T.CHOSEN_ENV, T.CHOSEN_REASON_ENV)}
+           if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", T.CHOSEN_ENV, T.CHOSEN_REASON_ENV, T.BUSY_ENV)}
     out = subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "repro", "run", "papers/shufflenet/table2",
                           "--preset", "test", "--only", "0.25x|g=8", "--set", "train.max_steps=2", "--store", str(store),
                           "--no-report", "--no-progress"], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert out.returncode == 0, out.stderr
     (result,) = [json.loads(p.read_text()) for p in store.glob("*/result.json")]
     assert result["threads"] == 1 and result["threads_reason"].startswith("affinity: 1 CPUs")
-    assert result["omp_wait_policy"] == "PASSIVE" and result["hardware"]["cpu_threads"] == 1
+    assert result["hardware"]["cpu_threads"] == 1
 
 
 def test_threads_flag_overrides(tmp_path):
@@ -82,9 +82,19 @@ def test_busy_cpus_sees_a_process_spinning_on_a_cpu():
         spinner.wait()
 
 
+@pytest.mark.parametrize("busy,policy", [(0.1, None), (0.9, "PASSIVE"), (3.0, "PASSIVE")])
+def test_idle_threads_sleep_only_when_other_work_is_there(monkeypatch, busy, policy):
+    for name in (T.WAIT_POLICY_ENV, T.BUSY_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(T, "usable_cpus", lambda: (2, "affinity"))
+    monkeypatch.setattr(T, "busy_cpus", lambda: busy)
+    T.measure_before_torch()
+    assert os.environ.get(T.WAIT_POLICY_ENV) == policy and float(os.environ[T.BUSY_ENV]) == busy
+
+
 def test_the_first_cell_decides_for_the_whole_process(monkeypatch):
     """Later cells must not read the machine this process itself keeps busy."""
-    for name in ("OMP_NUM_THREADS", T.CHOSEN_ENV, T.CHOSEN_REASON_ENV):
+    for name in ("OMP_NUM_THREADS", T.CHOSEN_ENV, T.CHOSEN_REASON_ENV, T.BUSY_ENV):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(T, "usable_cpus", lambda: (2, "affinity"))
     monkeypatch.setattr(T, "busy_cpus", lambda: 0.0)
