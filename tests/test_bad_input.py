@@ -82,6 +82,12 @@ def expect_exit(capsys, argv, *needles):
 RUN = ["run", "--no-progress", "--no-report"]
 
 
+def check_bad_set(capsys, store: Path, override: str, needle: str, table: str = "papers/shufflenet/table2"):
+    """`--set override` on the test preset is one line containing `needle`, the store untouched."""
+    check_one_line_error(capsys, [*RUN, table, "--preset", "test", "--set", override, "--store", str(store)],
+                         needle, store=store)
+
+
 @pytest.mark.parametrize("table,needle", [
     ("papers/nopaper/table2", "unknown paper 'nopaper'"),
     ("papers/shufflenet/table99", "unknown table 'table99'"),
@@ -114,8 +120,7 @@ def test_bad_flag_values(capsys, argv, needle):
     ("train.lr=fast", "valid number"),
 ])
 def test_bad_overrides(capsys, tmp_path, override, needle):
-    check_one_line_error(capsys, [*RUN, "papers/shufflenet/table2", "--preset", "test", "--set", override,
-                                  "--store", str(tmp_path)], needle, store=tmp_path)
+    check_bad_set(capsys, tmp_path, override, needle)
 
 
 def test_only_matching_nothing(capsys, tmp_path):
@@ -276,8 +281,7 @@ def test_ray_requested_but_unreachable(capsys, tmp_path):
     ("data.augment=heavy", "augment must be one of imagenet, cifar, none"),
 ])
 def test_set_values_the_run_would_reject(capsys, tmp_path, override, needle):
-    check_one_line_error(capsys, [*RUN, "papers/shufflenet/table2", "--preset", "test", "--set", override,
-                                  "--store", str(tmp_path)], needle, store=tmp_path)
+    check_bad_set(capsys, tmp_path, override, needle)
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -287,8 +291,7 @@ def test_set_values_the_run_would_reject(capsys, tmp_path, override, needle):
     ("train.detector={box_score_thresh: 2}", "detector.box_score_thresh must be from 0 to 1"),
 ])
 def test_bad_detector_knobs(capsys, tmp_path, override, needle):
-    check_one_line_error(capsys, [*RUN, "papers/shufflenet/table7", "--preset", "test", "--set", override,
-                                  "--store", str(tmp_path)], needle, store=tmp_path)
+    check_bad_set(capsys, tmp_path, override, needle, table="papers/shufflenet/table7")
 
 
 def test_detector_knobs_match_the_detector_module():
@@ -316,8 +319,7 @@ def test_set_values_that_are_not_yaml_or_too_big(capsys, tmp_path, override, nee
     import time
 
     started = time.monotonic()
-    check_one_line_error(capsys, [*RUN, "papers/shufflenet/table2", "--preset", "test", "--set", override,
-                                  "--store", str(tmp_path)], needle, store=tmp_path)
+    check_bad_set(capsys, tmp_path, override, needle)
     assert time.monotonic() - started < 10, "refused, but not fast"
 
 
