@@ -137,7 +137,7 @@ def _ddp_child_cells(cells, store):
 
 def _reclaim_own_job(todo, store) -> None:
     """A requeued SLURM job finds its own cells marked in flight (by itself, before the requeue)."""
-    from repro.train.run import slurm_job_id
+    from repro.store.claim import slurm_job_id
 
     job = slurm_job_id()
     if job is None:
@@ -368,13 +368,15 @@ def cmd_status(args) -> int:
     # No --preset: every preset this store holds runs of for the table, so a proxy quickstart's
     # store does not read as "15 pending" under the paper preset it never ran.
     table = load_table(args.table, check_path=True)
-    held = presets_held(table, store, lambda preset: _cells(argparse.Namespace(**{**vars(args), "preset": preset}))[1])
-    for i, preset in enumerate(held or ["paper"]):
+    cells_of = lambda preset: _cells(argparse.Namespace(**{**vars(args), "preset": preset}))[1]  # noqa: E731
+    held = presets_held(table, store, cells_of)
+    if not held:
+        return print_status(table, cells_of("paper"), store, "paper",
+                            note="the store holds no runs of this table under any preset; showing preset 'paper'")
+    for i, (preset, cells) in enumerate(held.items()):
         if i:
             print()
-        args.preset = preset
-        print_status(table, _cells(args)[1], store, preset,
-                     note="" if held else "the store holds no runs of this table under any preset; showing preset 'paper'")
+        print_status(table, cells, store, preset)
     return 0
 
 

@@ -61,19 +61,19 @@ def cell_statuses(cells, store: Store) -> tuple[dict[str, dict], str]:
     return rows, ""
 
 
-def presets_held(table, store: Store, cells_of) -> list[str]:
-    """The presets of the table's paper with at least one run folder in the store (`cells_of(preset)`
-    expands the table under a preset, with the command's seeds and overrides)."""
+def presets_held(table, store: Store, cells_of) -> dict[str, list]:
+    """{preset: its cells} for the presets of the table's paper with at least one run folder in the
+    store (`cells_of(preset)` expands the table under a preset, with the command's seeds and overrides)."""
     from repro.errors import ReproError
 
-    held = []
+    held = {}
     for preset in table.paper.presets:
         try:
             cells = cells_of(preset)
         except ReproError:  # e.g. a preset this table's task cannot use
             continue
         if any(c.runnable and store.run_dir(c.id).exists() for c in cells):
-            held.append(preset)
+            held[preset] = cells
     return held
 
 

@@ -25,9 +25,17 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "repro" / "signatures"
 
 
+# Per process, reused while no source file changes: every cell of a table asks.
+_MEMO: dict[Path, tuple[tuple, dict]] = {}
+
+
+def _sources(paper: PaperDir) -> list[Path]:
+    return sorted([*paper.path.rglob("*.py"), *NN_DIR.rglob("*.py")])
+
+
 def _source_key(paper: PaperDir) -> str:
     digest = hashlib.sha256(paper.name.encode())
-    for path in sorted([*paper.path.rglob("*.py"), *NN_DIR.rglob("*.py")]):
+    for path in _sources(paper):
         digest.update(str(path).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:24]
@@ -62,6 +70,16 @@ def _from_builders(builders: dict) -> dict[str, dict]:
 def model_signatures(paper: PaperDir, builders) -> dict[str, dict]:
     """{model: {param: default or NO_DEFAULT}}; `builders()` imports and returns the paper's builders
     (called only when the cache has no entry for these sources)."""
+    stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in _sources(paper))
+    memo = _MEMO.get(paper.path)
+    if memo is not None and memo[0] == stamp:
+        return memo[1]
+    signatures = _load_or_build(paper, builders)
+    _MEMO[paper.path] = (stamp, signatures)
+    return signatures
+
+
+def _load_or_build(paper: PaperDir, builders) -> dict[str, dict]:
     path = _cache_dir() / f"{paper.name}-{_source_key(paper)}.json"
     try:
         cached = json.loads(path.read_text())

@@ -73,7 +73,7 @@ class Claim:
             if self.pid_start is None:  # written where there is no /proc: the pid alone must do
                 return _pid_exists(self.pid)
             return process_start_time(self.pid) == self.pid_start
-        if self.slurm_job and self.slurm_job == _slurm_job():
+        if self.slurm_job and self.slurm_job == slurm_job_id():
             return False  # our own job, requeued: its previous attempt is gone
         return (now or time.time()) - self.renewed < self.lease_s
 
@@ -92,7 +92,8 @@ def _me() -> tuple:
     return socket.gethostname(), _boot_id(), os.getpid(), process_start_time(os.getpid())
 
 
-def _slurm_job() -> str | None:
+def slurm_job_id() -> str | None:
+    """The id `squeue -j` knows this job by: `<array id>_<task>` for an array task."""
     if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
         return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     return os.environ.get("SLURM_JOB_ID")
@@ -131,7 +132,7 @@ class CellClaims:
             if current is not None and current.is_live() and not current.is_ours():
                 return None
             host, boot, pid, start = _me()
-            claim = Claim((current.number + 1) if current else 0, host, boot, pid, start, _slurm_job(), lease_s, time.time())
+            claim = Claim((current.number + 1) if current else 0, host, boot, pid, start, slurm_job_id(), lease_s, time.time())
             try:
                 fd = os.open(self.folder / f"{claim.number}.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             except FileExistsError:

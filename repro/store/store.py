@@ -213,11 +213,8 @@ class Store:
     def state(self, cell_id: str) -> RunState | None:
         if self.is_done(cell_id):
             return RunState("done")
-        try:
-            raw = read_json(self.run_dir(cell_id) / "state.json")
-        except StoreError:
-            return None  # a progress note we cannot read: as if there were none
-        return RunState.parse(raw)
+        # A progress note we cannot read counts as none.
+        return RunState.parse(_read_or_none(self.run_dir(cell_id) / "state.json"))
 
     def set_state(self, cell_id: str, status: str, **fields) -> RunState:
         old = RunState.parse(_read_or_none(self.run_dir(cell_id) / "state.json"))

@@ -27,6 +27,7 @@ from repro.errors import ConfigError, RunFailed
 from repro.spec.cells import Cell, build_model
 from repro.spec.load import Table
 from repro.store import Store
+from repro.store.claim import slurm_job_id
 
 
 @dataclass
@@ -64,13 +65,6 @@ def launched_as_rank_zero() -> bool:
     Lightning's script launcher gives children LOCAL_RANK/NODE_RANK; srun gives SLURM_PROCID.
     """
     return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
-
-
-def slurm_job_id() -> str | None:
-    """The id `squeue -j` knows this job by: `<array id>_<task>` for an array task."""
-    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
-        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return os.environ.get("SLURM_JOB_ID")
 
 
 def quiet_lightning() -> None:
